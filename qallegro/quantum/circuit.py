@@ -1,0 +1,609 @@
+"""The quantum depth-infused (QDI) circuit: hyperparameters, validation and two simulation paths.
+
+Definition (``../shared/DESIGN.md``, "The QDI circuit"; hyperparameter surface of Terra Quantum's
+QDI layer, used as the hybrid layer of Laskaris et al., arXiv:2602.16908):
+
+``|0...0>  ->  H on every qubit  ->  for c = 0 .. n_chunks-1:
+[ R(x[c*n + k]) on qubit k for every k  ->  ``depth`` variational layers with weights w[c] ]
+->  readout``
+
+* ``R`` is ``RX``, ``RY`` or ``RZ`` (``rotation``). The input of ``in_features = n_chunks * n_qubits``
+  angles is cut into ``n_chunks`` consecutive chunks of ``n_qubits`` that are uploaded one after the
+  other (data re-uploading, the "lattice of features"); feature ``c*n + k`` drives qubit ``k`` in
+  chunk ``c``. Every chunk has its own variational weights.
+* ``entangling="strong"``: per layer ``Rot(w0, w1, w2)`` on every qubit then a CNOT ring
+  ``CNOT(k, k+1 mod n)`` for ``k = 0..n-1`` (PennyLane's ``StronglyEntanglingLayers`` with
+  ``ranges=1``; for ``n=2`` this is ``CNOT(0,1) CNOT(1,0)``).
+  ``entangling="basic"``: per layer ``RX(w)`` on every qubit then the same ring, except that for
+  ``n=2`` it is the single ``CNOT(0,1)`` (PennyLane's ``BasicEntanglerLayers``). No CNOTs for ``n=1``.
+* Readout: expectation of the Pauli ``measure`` (X, Y or Z) on the wires selected by
+  ``measurement_mode``: ``"none"`` every qubit (``n`` outputs); ``"even"`` qubits 0, 2, 4, ...
+  (``ceil(n/2)`` outputs); ``"single"`` a CNOT cascade ``CNOT(0,1) ... CNOT(n-2,n-1)`` then qubit
+  ``n-1`` only (1 output; for ``measure="Z"`` this is the parity ``<Z_0 ... Z_{n-1}>``).
+
+Note that ``H`` then ``RX`` leaves ``|+>`` invariant up to a global phase, so with
+``rotation="X"`` the first chunk's data has no effect on the expectations; it acts from the second
+chunk on. This is a property of the definition, kept as is.
+
+Two simulation paths give the same numbers (tests check both against PennyLane):
+
+* ``"gates"`` applies every gate to the batched state, ``O(batch * depth * n * 2^n)`` work, and
+  is the only choice for large ``n`` (memory ``O(batch * 2^n)``).
+* ``"fused"`` multiplies each chunk's data-independent part into one ``2^n x 2^n`` matrix, built by
+  running the gates on the identity, and applies it to the batch as one real matrix product
+  (``O(batch * 4^n)`` work at GEMM speed). Three refinements make it fast:
+  (1) the state after ``H`` and the first encoding is a product of ``T (cos x_k/2, sin x_k/2)``
+  with a fixed 2x2 ``T`` per rotation type, so ``T`` on every wire is folded into the matrix and the
+  batch enters as the *real* Kronecker product ``r = (x) (cos x_k/2, sin x_k/2)``: the product
+  ``r @ [Re M | Im M]`` is one real ``(B, N) x (N, 2N)`` GEMM, half the flops of a complex one;
+  (2) the readout's CNOT cascade and the measurement basis change (``H`` for X, ``H S^dagger`` for Y)
+  are folded into the last matrix so only Z-expectations, i.e. ``|psi|^2 @ (+-1 matrix)``, remain;
+  (3) later chunks (re-uploading) use the complex state as a real pair and a
+  ``(2N, 2N)`` real block matrix.
+
+:func:`select_method` picks the faster path per shape by timing both once (see its docstring).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import simulator as sim
+
+__all__ = [
+    "ROTATIONS",
+    "ENTANGLINGS",
+    "MEASURES",
+    "MEASUREMENT_MODES",
+    "MAX_QUBITS",
+    "MAX_DEPTH",
+    "FUSED_MAX_QUBITS",
+    "QDIConfig",
+    "qdi_output_size",
+    "qdi_weight_shape",
+    "init_qdi_weights",
+    "entangler_pairs",
+    "readout_cascade",
+    "qdi_state",
+    "qdi_expectations",
+    "qdi_probabilities",
+    "chunk_unitary",
+    "select_method",
+    "heuristic_method",
+    "clear_method_cache",
+]
+
+ROTATIONS = ("X", "Y", "Z")
+ENTANGLINGS = ("strong", "basic")
+MEASURES = ("X", "Y", "Z")
+MEASUREMENT_MODES = ("none", "even", "single")
+MAX_QUBITS = 25
+MAX_DEPTH = 30
+#: Largest ``n_qubits`` for which the fused path is considered (its matrix has ``4^n`` entries).
+FUSED_MAX_QUBITS = 12
+METHODS = ("auto", "fused", "gates")
+
+
+def _check_int(name: str, value, lo: int, hi: Optional[int]) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    value = int(value)
+    if value < lo or (hi is not None and value > hi):
+        rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+        raise ValueError(f"{name} must be in {rng}, got {value}")
+    return value
+
+
+def _check_choice(name: str, value, choices: Sequence[str], upper: bool) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+    v = value.upper() if upper else value.lower()
+    if v not in choices:
+        raise ValueError(f"unknown {name} {value!r}; expected one of {list(choices)}")
+    return v
+
+
+@dataclasses.dataclass(frozen=True)
+class QDIConfig:
+    """Hyperparameters of one QDI circuit (hashable, usable as a static jit argument).
+
+    Attributes:
+        n_qubits: number of qubits, 1..25 (default 4).
+        depth: variational layers per chunk, 1..30 (default 4).
+        in_features: number of input angles, a positive multiple of ``n_qubits``; ``None`` means
+            ``n_qubits`` (one chunk).
+        rotation: encoding rotation ``"X" | "Y" | "Z"`` (default ``"Z"``).
+        entangling: ``"strong" | "basic"`` (default ``"strong"``).
+        measure: measured Pauli ``"X" | "Y" | "Z"`` (default ``"Y"``).
+        measurement_mode: ``"none" | "even" | "single"`` (default ``"none"``).
+
+    Raises:
+        ValueError: naming the offending option, for ``n_qubits`` outside 1..25, ``depth`` outside
+            1..30, ``in_features`` not a positive multiple of ``n_qubits``, or an unknown
+            rotation/entangling/measure/measurement_mode (Pauli names are case-insensitive).
+    """
+
+    n_qubits: int = 4
+    depth: int = 4
+    in_features: Optional[int] = None
+    rotation: str = "Z"
+    entangling: str = "strong"
+    measure: str = "Y"
+    measurement_mode: str = "none"
+
+    def __post_init__(self):
+        n = _check_int("n_qubits", self.n_qubits, 1, MAX_QUBITS)
+        d = _check_int("depth", self.depth, 1, MAX_DEPTH)
+        f = n if self.in_features is None else _check_int("in_features", self.in_features, 1, None)
+        if f % n:
+            raise ValueError(
+                f"in_features={f} is not a multiple of n_qubits={n}: the input is re-uploaded in "
+                f"chunks of n_qubits angles"
+            )
+        set_ = object.__setattr__
+        set_(self, "n_qubits", n)
+        set_(self, "depth", d)
+        set_(self, "in_features", f)
+        set_(self, "rotation", _check_choice("rotation", self.rotation, ROTATIONS, True))
+        set_(self, "entangling", _check_choice("entangling", self.entangling, ENTANGLINGS, False))
+        set_(self, "measure", _check_choice("measure", self.measure, MEASURES, True))
+        set_(
+            self,
+            "measurement_mode",
+            _check_choice("measurement_mode", self.measurement_mode, MEASUREMENT_MODES, False),
+        )
+
+    @property
+    def n_chunks(self) -> int:
+        """``in_features // n_qubits``: how many times data is uploaded."""
+        return self.in_features // self.n_qubits
+
+    @property
+    def n_outputs(self) -> int:
+        """Number of expectation values returned (see :func:`qdi_output_size`)."""
+        return qdi_output_size(self.n_qubits, self.measurement_mode)
+
+    @property
+    def measured_wires(self) -> tuple[int, ...]:
+        """Wires whose Pauli expectation is returned, in output order."""
+        return _measured_wires(self.n_qubits, self.measurement_mode)
+
+    @property
+    def weight_shape(self) -> tuple[int, ...]:
+        """Shape of the trainable weights (see :func:`qdi_weight_shape`)."""
+        return qdi_weight_shape(self.n_qubits, self.depth, self.in_features, self.entangling)
+
+    @property
+    def dim(self) -> int:
+        """Hilbert space dimension ``2**n_qubits``."""
+        return 2**self.n_qubits
+
+
+def _measured_wires(n_qubits: int, mode: str) -> tuple[int, ...]:
+    if mode == "none":
+        return tuple(range(n_qubits))
+    if mode == "even":
+        return tuple(range(0, n_qubits, 2))
+    return (n_qubits - 1,)
+
+
+def qdi_output_size(n_qubits: int, measurement_mode: str = "none") -> int:
+    """Number of outputs of a QDI circuit: ``n`` (none), ``ceil(n/2)`` (even) or 1 (single).
+
+    Static (plain Python), so model code can size its layers before any tracing.
+
+    Raises:
+        ValueError: for ``n_qubits`` outside 1..25 or an unknown ``measurement_mode``.
+    """
+    n = _check_int("n_qubits", n_qubits, 1, MAX_QUBITS)
+    mode = _check_choice("measurement_mode", measurement_mode, MEASUREMENT_MODES, False)
+    return len(_measured_wires(n, mode))
+
+
+def qdi_weight_shape(n_qubits: int, depth: int, in_features: Optional[int] = None,
+                     entangling: str = "strong") -> tuple[int, ...]:
+    """Shape of the QDI weights: ``(n_chunks, depth, n_qubits, 3)`` for strong entangling (the three
+    ``Rot`` angles ``phi, theta, omega``), ``(n_chunks, depth, n_qubits)`` for basic (``RX`` angles).
+
+    Raises:
+        ValueError: as :class:`QDIConfig`.
+    """
+    cfg = QDIConfig(n_qubits=n_qubits, depth=depth, in_features=in_features, entangling=entangling)
+    base = (cfg.n_chunks, cfg.depth, cfg.n_qubits)
+    return base + (3,) if cfg.entangling == "strong" else base
+
+
+def init_qdi_weights(key: jax.Array, config: QDIConfig, dtype=jnp.float32) -> jax.Array:
+    """Default initialisation: i.i.d. ``Uniform[0, 2 pi)`` angles (PennyLane's ``TorchLayer`` /
+    ``KerasLayer`` default), shape ``config.weight_shape``.
+
+    Every angle enters through ``exp(-i w P / 2)``, so ``[0, 2 pi)`` covers each rotation once up
+    to sign: the circuit starts as a random draw from its own family.
+    """
+    return jax.random.uniform(key, config.weight_shape, dtype=dtype, minval=0.0, maxval=2.0 * math.pi)
+
+
+def entangler_pairs(n_qubits: int, entangling: str) -> tuple[tuple[int, int], ...]:
+    """The CNOTs ``(control, target)`` after each variational layer, in application order."""
+    if n_qubits == 1:
+        return ()
+    if n_qubits == 2 and entangling == "basic":
+        return ((0, 1),)
+    return tuple((k, (k + 1) % n_qubits) for k in range(n_qubits))
+
+
+def readout_cascade(n_qubits: int, measurement_mode: str) -> tuple[tuple[int, int], ...]:
+    """The CNOT cascade before a ``"single"`` readout (empty for the other modes)."""
+    if measurement_mode != "single":
+        return ()
+    return tuple((k, k + 1) for k in range(n_qubits - 1))
+
+
+# --------------------------------------------------------------------------------------------
+# Gate-level building blocks shared by both paths.
+# --------------------------------------------------------------------------------------------
+
+_ROT_FN = {"X": sim.rx, "Y": sim.ry, "Z": sim.rz}
+# RX/RY/RZ(x) H|0> = T (cos x/2, sin x/2)^T: the fixed map that lets the fused path take a real input.
+_PRODUCT_T = {
+    "Z": np.array([[1.0, -1.0j], [1.0, 1.0j]]) / math.sqrt(2.0),
+    "Y": np.array([[1.0, -1.0], [1.0, 1.0]]) / math.sqrt(2.0),
+    "X": np.array([[1.0, -1.0j], [1.0, -1.0j]]) / math.sqrt(2.0),
+}
+# V with V^dagger Z V = P: measuring Z after V is measuring P before it.
+_BASIS_CHANGE = {"X": sim.HADAMARD, "Y": sim.HADAMARD @ sim.S_DAG, "Z": None}
+
+
+def _layer_gates(w_layer: jax.Array, entangling: str) -> jax.Array:
+    """(n, 2, 2) single-qubit gates of one variational layer."""
+    if entangling == "strong":
+        return sim.rot(w_layer[..., 0], w_layer[..., 1], w_layer[..., 2])
+    return sim.rx(w_layer)
+
+
+def _apply_cnots(state, pairs, n_qubits, use_perm: bool):
+    if not pairs:
+        return state
+    if use_perm:
+        return sim.apply_permutation(state, sim.cnot_sequence_permutation(pairs, n_qubits), n_qubits)
+    for c, t in pairs:
+        state = sim.apply_cnot(state, c, t, n_qubits)
+    return state
+
+
+def _variational_block(state, w_chunk, cfg: QDIConfig, use_perm: bool):
+    """``depth`` layers of rotations + entangling ring; ``w_chunk`` has shape ``weight_shape[1:]``."""
+    pairs = entangler_pairs(cfg.n_qubits, cfg.entangling)
+    for layer in range(cfg.depth):
+        gates = _layer_gates(w_chunk[layer], cfg.entangling)
+        state = sim.apply_single_qubit_layer(state, gates, cfg.n_qubits)
+        state = _apply_cnots(state, pairs, cfg.n_qubits, use_perm)
+    return state
+
+
+def _encode(state, x_chunk, cfg: QDIConfig):
+    """Encoding rotations, ``x_chunk`` shape ``(*batch, n_qubits)``; RZ is applied as a diagonal phase."""
+    n = cfg.n_qubits
+    if cfg.rotation == "Z":
+        return state * _z_phase(x_chunk, n, state.dtype)
+    gates = _ROT_FN[cfg.rotation](x_chunk)  # (*batch, n, 2, 2)
+    return sim.apply_single_qubit_layer(state, gates, n)
+
+
+def _kron_vectors(vecs: jax.Array) -> jax.Array:
+    """Kronecker product over axis -2 of ``vecs`` (``(*batch, n, 2)``) -> ``(*batch, 2**n)``, wire 0 first."""
+    out = vecs[..., 0, :]
+    for k in range(1, vecs.shape[-2]):
+        out = (out[..., :, None] * vecs[..., k, None, :]).reshape(out.shape[:-1] + (-1,))
+    return out
+
+
+def _z_phase(x_chunk, n_qubits, cdtype):
+    """``diag(RZ(x_0) x ... x RZ(x_{n-1}))`` as a ``(*batch, 2, ..., 2)`` array."""
+    p = jnp.exp(-0.5j * x_chunk.astype(cdtype))  # (*batch, n)
+    vecs = jnp.stack([p, jnp.conj(p)], axis=-1)
+    flat = _kron_vectors(vecs)
+    return flat.reshape(flat.shape[:-1] + (2,) * n_qubits)
+
+
+def _readout_basis_change(state, cfg: QDIConfig):
+    """Readout cascade, then the basis change that turns the measured Pauli into Z."""
+    n = cfg.n_qubits
+    state = _apply_cnots(state, readout_cascade(n, cfg.measurement_mode), n, use_perm=True)
+    v = _BASIS_CHANGE[cfg.measure]
+    if v is not None:
+        for w in cfg.measured_wires:
+            state = sim.apply_1q(state, v, w, n)
+    return state
+
+
+# --------------------------------------------------------------------------------------------
+# Gates path.
+# --------------------------------------------------------------------------------------------
+
+
+def _prepare(cfg: QDIConfig, inputs, weights):
+    inputs = jnp.asarray(inputs)
+    weights = jnp.asarray(weights)
+    if inputs.ndim < 1 or inputs.shape[-1] != cfg.in_features:
+        raise ValueError(
+            f"inputs must have shape (..., in_features={cfg.in_features}), got {inputs.shape}"
+        )
+    if weights.shape != cfg.weight_shape:
+        raise ValueError(f"weights must have shape {cfg.weight_shape}, got {weights.shape}")
+    rdt = sim.real_dtype(inputs, weights)
+    return inputs.astype(rdt), weights.astype(rdt), rdt
+
+
+def qdi_state(config: QDIConfig, inputs, weights, *, use_perm: bool = False) -> jax.Array:
+    """Final state of the QDI circuit before the readout (before the ``"single"`` cascade), gate by gate.
+
+    Args:
+        config: circuit hyperparameters.
+        inputs: ``(*batch, in_features)`` angles in radians.
+        weights: ``config.weight_shape``.
+        use_perm: apply each CNOT ring as one basis permutation (gather) instead of CNOT by CNOT.
+
+    Returns:
+        ``(*batch, 2, ..., 2)`` complex state (complex128 under x64 with float64 inputs).
+
+    Raises:
+        ValueError: if the shapes of ``inputs`` or ``weights`` do not match ``config``.
+    """
+    inputs, weights, rdt = _prepare(config, inputs, weights)
+    n = config.n_qubits
+    cdt = jnp.complex128 if rdt == jnp.float64 else jnp.complex64
+    batch = inputs.shape[:-1]
+    # H^n |0> = uniform superposition, written directly.
+    state = jnp.full(batch + (2,) * n, 1.0 / math.sqrt(2**n), dtype=cdt)
+    for c in range(config.n_chunks):
+        state = _encode(state, inputs[..., c * n:(c + 1) * n], config)
+        state = _variational_block(state, weights[c], config, use_perm)
+    return state
+
+
+def _expectations_gates(cfg: QDIConfig, inputs, weights, use_perm: bool, remat: bool):
+    n = cfg.n_qubits
+    cdt = jnp.complex128 if inputs.dtype == jnp.float64 else jnp.complex64
+    batch = inputs.shape[:-1]
+    # First chunk: the state after H and the encoding is the product of T r_k, built directly.
+    x0 = inputs[..., :n]
+    r = jnp.stack([jnp.cos(x0 / 2), jnp.sin(x0 / 2)], axis=-1).astype(cdt)  # (*batch, n, 2)
+    vecs = jnp.einsum("ij,...kj->...ki", jnp.asarray(_PRODUCT_T[cfg.rotation], dtype=cdt), r)
+    state = _kron_vectors(vecs).reshape(batch + (2,) * n)
+
+    def block(state, w_chunk):
+        return _variational_block(state, w_chunk, cfg, use_perm)
+
+    if remat:
+        # Memory O(batch * 2^n) per layer boundary instead of per gate; recomputed in the backward pass.
+        block = jax.checkpoint(block)
+    for c in range(cfg.n_chunks):
+        if c > 0:
+            state = _encode(state, inputs[..., c * n:(c + 1) * n], cfg)
+        state = block(state, weights[c])
+    state = _apply_cnots(state, readout_cascade(n, cfg.measurement_mode), n, use_perm=True)
+    return sim.expval_pauli(state, cfg.measure, cfg.measured_wires, n)
+
+
+# --------------------------------------------------------------------------------------------
+# Fused path.
+# --------------------------------------------------------------------------------------------
+
+
+def chunk_unitary(config: QDIConfig, weights, chunk: int, *, fold_encoding: bool = False,
+                  fold_readout: bool = False) -> jax.Array:
+    """The data-independent part of chunk ``chunk`` as a ``(2^n, 2^n)`` matrix ``U`` (``psi -> U psi``).
+
+    ``U = [V C] L_depth ... L_1 [T^{(x) n}]`` where ``L`` are the variational layers of that chunk,
+    ``T`` (if ``fold_encoding``) the fixed map from the real product input to the encoded state
+    (only valid for chunk 0, see the module docstring) and ``V C`` (if ``fold_readout``) the readout
+    CNOT cascade followed by the measurement basis change on the measured wires.
+
+    Built by applying the gates to the ``2^n`` basis vectors as a batch: ``O(depth n 4^n)``.
+
+    Args:
+        config: circuit hyperparameters.
+        weights: ``config.weight_shape``.
+        chunk: which chunk's weights.
+        fold_encoding: include ``T`` on every wire (first chunk only).
+        fold_readout: include the readout cascade and basis change (last chunk).
+
+    Returns:
+        Complex ``(2^n, 2^n)`` matrix (not unitary when ``fold_encoding`` with ``rotation="X"``).
+    """
+    n = config.n_qubits
+    weights = jnp.asarray(weights)
+    rdt = sim.real_dtype(weights)
+    cdt = jnp.complex128 if rdt == jnp.float64 else jnp.complex64
+    cols = jnp.eye(2**n, dtype=cdt).reshape((2**n,) + (2,) * n)  # batch of basis vectors e_j
+    if fold_encoding:
+        t = jnp.asarray(_PRODUCT_T[config.rotation], dtype=cdt)
+        for w in range(n):
+            cols = sim.apply_1q(cols, t, w, n)
+    cols = _variational_block(cols, weights[chunk].astype(rdt), config, use_perm=True)
+    if fold_readout:
+        cols = _readout_basis_change(cols, config)
+    # cols[j] = U e_j, i.e. cols is U^T.
+    return cols.reshape(2**n, 2**n).T
+
+
+def _expectations_fused(cfg: QDIConfig, inputs, weights):
+    n, dim = cfg.n_qubits, cfg.dim
+    rdt = inputs.dtype
+    batch = inputs.shape[:-1]
+    x = inputs.reshape((-1, cfg.in_features))
+    last = cfg.n_chunks - 1
+    zmat = jnp.asarray(sim.expval_z_matrix(cfg.measured_wires, n), dtype=rdt)
+
+    x0 = x[:, :n]
+    r = _kron_vectors(jnp.stack([jnp.cos(x0 / 2), jnp.sin(x0 / 2)], axis=-1))  # (B, N) real
+    ut = chunk_unitary(cfg, weights, 0, fold_encoding=True, fold_readout=last == 0).T
+    # psi = r @ U^T as one real GEMM against [Re U^T | Im U^T].
+    y = r @ jnp.concatenate([jnp.real(ut), jnp.imag(ut)], axis=1)  # (B, 2N)
+    re, im = y[:, :dim], y[:, dim:]
+    for c in range(1, cfg.n_chunks):
+        xc = x[:, c * n:(c + 1) * n]
+        if cfg.rotation == "Z":
+            p = jnp.exp(-0.5j * xc.astype(jnp.complex128 if rdt == jnp.float64 else jnp.complex64))
+            phase = _kron_vectors(jnp.stack([p, jnp.conj(p)], axis=-1))
+            pr, pi = jnp.real(phase), jnp.imag(phase)
+            re, im = re * pr - im * pi, re * pi + im * pr
+        else:
+            state = jax.lax.complex(re, im).reshape((-1,) + (2,) * n)
+            state = _encode(state, xc, cfg).reshape(-1, dim)
+            re, im = jnp.real(state), jnp.imag(state)
+        ut = chunk_unitary(cfg, weights, c, fold_readout=c == last).T
+        ur, ui = jnp.real(ut), jnp.imag(ut)
+        # [re im] @ [[Ur, Ui], [-Ui, Ur]]: the complex product as one real GEMM.
+        blk = jnp.concatenate(
+            [jnp.concatenate([ur, ui], axis=1), jnp.concatenate([-ui, ur], axis=1)], axis=0
+        )
+        y = jnp.concatenate([re, im], axis=1) @ blk
+        re, im = y[:, :dim], y[:, dim:]
+    probs = re * re + im * im
+    out = probs @ zmat
+    return out.reshape(batch + (cfg.n_outputs,))
+
+
+# --------------------------------------------------------------------------------------------
+# Method selection.
+# --------------------------------------------------------------------------------------------
+
+_METHOD_CACHE: dict = {}
+#: Largest n for the deterministic fallback choice of the fused path (measured on a 2-core CPU:
+#: fused wins clearly up to 8 qubits at depth 4; see experiments/results/quantum_benchmark.md).
+HEURISTIC_FUSED_MAX_QUBITS = 8
+_TUNE_MAX_BATCH = 2048
+
+
+def clear_method_cache() -> None:
+    """Forget the timings behind :func:`select_method` (e.g. after changing thread settings)."""
+    _METHOD_CACHE.clear()
+
+
+def heuristic_method(config: QDIConfig) -> str:
+    """Deterministic choice without timing: ``"fused"`` iff the matrix product costs fewer flops
+    than about ``8`` passes of the gates path per layer, i.e. ``n_qubits <= 8`` at depth 4 (the
+    crossover measured on CPU), scaling the threshold with ``log2(depth)``."""
+    if config.n_qubits > FUSED_MAX_QUBITS:
+        return "gates"
+    # fused costs ~ 2^n per amplitude per chunk, gates ~ c * depth * n; c ~ 2 on CPU.
+    fused_cost = 2.0**config.n_qubits
+    gates_cost = 16.0 * config.depth * config.n_qubits
+    return "fused" if fused_cost <= gates_cost else "gates"
+
+
+def _bucket(batch: int) -> int:
+    return 1 << max(0, int(math.ceil(math.log2(max(1, batch)))))
+
+
+def select_method(config: QDIConfig, batch: int, dtype=jnp.float32) -> str:
+    """Choose ``"fused"`` or ``"gates"`` for this circuit shape and batch size.
+
+    Rule: never fused above :data:`FUSED_MAX_QUBITS` qubits (its ``4^n`` matrix would not be
+    worth building). Otherwise, unless the environment variable ``QALLEGRO_QDI_AUTOTUNE=0``
+    is set, both paths are compiled and timed once on this process's default backend, for
+    forward + backward (gradient w.r.t. inputs and weights) on the batch rounded up to a power of
+    two and capped at 2048 samples (median of 3 runs after a warm-up); the faster one is cached in
+    process, keyed by the structural hyperparameters, the batch bucket, dtype and backend. With
+    autotuning off, :func:`heuristic_method` decides. Safe to call while tracing under ``jit``:
+    the timing runs eagerly on concrete dummy data.
+
+    Args:
+        config: circuit hyperparameters.
+        batch: number of circuits evaluated together (product of the leading input dims).
+        dtype: real dtype of the computation.
+
+    Returns:
+        ``"fused"`` or ``"gates"``.
+    """
+    if config.n_qubits > FUSED_MAX_QUBITS:
+        return "gates"
+    if os.environ.get("QALLEGRO_QDI_AUTOTUNE", "1") == "0":
+        return heuristic_method(config)
+    bucket = min(_bucket(batch), _TUNE_MAX_BATCH)
+    key = (config, bucket, jnp.dtype(dtype).name, jax.default_backend())
+    if key not in _METHOD_CACHE:
+        _METHOD_CACHE[key] = _time_methods(config, bucket, dtype)
+    return _METHOD_CACHE[key]
+
+
+def _time_methods(config: QDIConfig, batch: int, dtype) -> str:
+    with jax.ensure_compile_time_eval():
+        rng = np.random.default_rng(0)
+        x = rng.uniform(-np.pi, np.pi, (batch, config.in_features)).astype(dtype)
+        w = rng.uniform(0, 2 * np.pi, config.weight_shape).astype(dtype)
+        times = {}
+        for method in ("fused", "gates"):
+            def loss(xx, ww, method=method):
+                return jnp.sum(qdi_expectations(config, xx, ww, method=method))
+
+            f = jax.jit(jax.value_and_grad(loss, argnums=(0, 1))).lower(x, w).compile()
+            jax.block_until_ready(f(x, w))
+            ts = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                jax.block_until_ready(f(x, w))
+                ts.append(time.perf_counter() - t0)
+            times[method] = float(np.median(ts))
+    return min(times, key=times.get)
+
+
+# --------------------------------------------------------------------------------------------
+# Public entry points.
+# --------------------------------------------------------------------------------------------
+
+
+def qdi_expectations(config: QDIConfig, inputs, weights, *, method: str = "auto") -> jax.Array:
+    """Exact expectation values of the QDI circuit.
+
+    Args:
+        config: circuit hyperparameters.
+        inputs: ``(*batch, in_features)`` angles in radians (any real dtype; float64 under x64).
+        weights: ``config.weight_shape`` angles in radians.
+        method: ``"auto"`` (:func:`select_method`), ``"fused"`` or ``"gates"``.
+
+    Returns:
+        ``(*batch, config.n_outputs)`` real expectations in ``[-1, 1]``, in the order of
+        ``config.measured_wires``.
+
+    Raises:
+        ValueError: for wrong input/weight shapes or an unknown ``method``; ``"fused"`` for more
+            than :data:`FUSED_MAX_QUBITS` qubits.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {list(METHODS)}")
+    inputs, weights, rdt = _prepare(config, inputs, weights)
+    if method == "auto":
+        method = select_method(config, int(np.prod(inputs.shape[:-1], dtype=np.int64)), rdt)
+    if method == "fused":
+        if config.n_qubits > FUSED_MAX_QUBITS:
+            raise ValueError(
+                f"method='fused' supports n_qubits <= {FUSED_MAX_QUBITS}, got {config.n_qubits}"
+            )
+        return _expectations_fused(config, inputs, weights)
+    return _expectations_gates(config, inputs, weights, use_perm=config.n_qubits <= FUSED_MAX_QUBITS,
+                               remat=True)
+
+
+def qdi_probabilities(config: QDIConfig, inputs, weights) -> jax.Array:
+    """Born probabilities in the measurement basis (after the readout cascade and basis change).
+
+    Sampling bitstrings from these is what a device does for ``shots`` (see :mod:`.shots`); the
+    expectation of wire ``w`` is ``sum_s p_s (-1)^{bit_w(s)}``.
+
+    Returns:
+        ``(*batch, 2**n_qubits)`` real probabilities summing to 1.
+    """
+    state = qdi_state(config, inputs, weights)
+    state = _readout_basis_change(state, config)
+    return sim.probabilities(state, config.n_qubits)
