@@ -298,19 +298,11 @@ def _encode(state, x_chunk, cfg: QDIConfig):
     return sim.apply_single_qubit_layer(state, gates, n)
 
 
-def _kron_vectors(vecs: jax.Array) -> jax.Array:
-    """Kronecker product over axis -2 of ``vecs`` (``(*batch, n, 2)``) -> ``(*batch, 2**n)``, wire 0 first."""
-    out = vecs[..., 0, :]
-    for k in range(1, vecs.shape[-2]):
-        out = (out[..., :, None] * vecs[..., k, None, :]).reshape(out.shape[:-1] + (-1,))
-    return out
-
-
 def _z_phase(x_chunk, n_qubits, cdtype):
     """``diag(RZ(x_0) x ... x RZ(x_{n-1}))`` as a ``(*batch, 2, ..., 2)`` array."""
     p = jnp.exp(-0.5j * x_chunk.astype(cdtype))  # (*batch, n)
     vecs = jnp.stack([p, jnp.conj(p)], axis=-1)
-    flat = _kron_vectors(vecs)
+    flat = sim.kron_vectors(vecs)
     return flat.reshape(flat.shape[:-1] + (2,) * n_qubits)
 
 
@@ -370,33 +362,114 @@ def qdi_state(config: QDIConfig, inputs, weights, *, use_perm: bool = False) -> 
     return state
 
 
-def _expectations_gates(cfg: QDIConfig, inputs, weights, use_perm: bool, remat: bool):
+_MAX_BLOCK = 4
+# above this many qubits the (2^n, n_outputs) sign matrix is too large a constant; reduce instead
+_ZMAT_MAX_QUBITS = 14
+
+
+def _ring_layer(pairs, w_layer, cfg: QDIConfig):
+    """One variational layer on a real-pair state: single-qubit rotations, then the CNOT ring."""
+    pairs = sim.apply_product_pairs(pairs, _layer_gates(w_layer, cfg.entangling), cfg.n_qubits,
+                                    _MAX_BLOCK)
+    ring = entangler_pairs(cfg.n_qubits, cfg.entangling)
+    if ring:
+        pairs = sim.permute_pairs(pairs, sim.permutation_index(ring, cfg.n_qubits))
+    return pairs
+
+
+def _readout_pairs(pairs, cfg: QDIConfig):
+    """Readout cascade + basis change (measured Pauli -> Z) on a real-pair state."""
     n = cfg.n_qubits
-    cdt = jnp.complex128 if inputs.dtype == jnp.float64 else jnp.complex64
+    cascade = readout_cascade(n, cfg.measurement_mode)
+    if cascade:
+        pairs = sim.permute_pairs(pairs, sim.permutation_index(cascade, n))
+    v = _BASIS_CHANGE[cfg.measure]
+    if v is not None:
+        cdt = jnp.complex128 if pairs.dtype == jnp.float64 else jnp.complex64
+        eye = np.eye(2, dtype=np.complex128)
+        gates = np.stack([v if w in cfg.measured_wires else eye for w in range(n)])
+        pairs = sim.apply_product_pairs(pairs, jnp.asarray(gates, dtype=cdt), n, _MAX_BLOCK)
+    return pairs
+
+
+def _z_expectations(probs, cfg: QDIConfig):
+    """``<Z_w>`` for the measured wires from ``(B, 2^n)`` probabilities."""
+    n = cfg.n_qubits
+    if n <= _ZMAT_MAX_QUBITS:
+        return probs @ jnp.asarray(sim.expval_z_matrix(cfg.measured_wires, n), dtype=probs.dtype)
+    p = probs.reshape((probs.shape[0],) + (2,) * n)
+    outs = []
+    for w in cfg.measured_wires:
+        m = jnp.sum(p, axis=tuple(1 + k for k in range(n) if k != w))  # (B, 2) marginal
+        outs.append(m[:, 0] - m[:, 1])
+    return jnp.stack(outs, axis=-1)
+
+
+def _encode_pairs(pairs, x_chunk, cfg: QDIConfig):
+    """Data encoding of a later chunk on a real-pair state; ``x_chunk`` is ``(B, n)``."""
+    cdt = jnp.complex128 if pairs.dtype == jnp.float64 else jnp.complex64
+    if cfg.rotation == "Z":
+        p = jnp.exp(-0.5j * x_chunk.astype(cdt))
+        phase = sim.kron_vectors(jnp.stack([p, jnp.conj(p)], axis=-1))  # (B, 2^n)
+        pr, pi = jnp.real(phase), jnp.imag(phase)
+        re, im = pairs[..., 0], pairs[..., 1]
+        return jnp.stack([re * pr - im * pi, re * pi + im * pr], axis=-1)
+    gates = _ROT_FN[cfg.rotation](x_chunk)  # (B, n, 2, 2)
+    return sim.apply_product_pairs(pairs, gates, cfg.n_qubits, _MAX_BLOCK)
+
+
+def _expectations_gates(cfg: QDIConfig, inputs, weights, remat: bool = True):
+    n = cfg.n_qubits
+    rdt = inputs.dtype
+    cdt = jnp.complex128 if rdt == jnp.float64 else jnp.complex64
     batch = inputs.shape[:-1]
-    # First chunk: the state after H and the encoding is the product of T r_k, built directly.
-    x0 = inputs[..., :n]
-    r = jnp.stack([jnp.cos(x0 / 2), jnp.sin(x0 / 2)], axis=-1).astype(cdt)  # (*batch, n, 2)
-    vecs = jnp.einsum("ij,...kj->...ki", jnp.asarray(_PRODUCT_T[cfg.rotation], dtype=cdt), r)
-    state = _kron_vectors(vecs).reshape(batch + (2,) * n)
+    x = inputs.reshape((-1, cfg.in_features))
+    # Chunk 0: H, the encoding and the first layer's rotations act on a product state, so they are
+    # applied to n two-component vectors and only then expanded to 2^n amplitudes.
+    x0 = x[:, :n]
+    r = jnp.stack([jnp.cos(x0 / 2), jnp.sin(x0 / 2)], axis=-1).astype(cdt)  # (B, n, 2)
+    g0 = _layer_gates(weights[0, 0], cfg.entangling).astype(cdt)
+    mat = jnp.einsum("kij,jl->kil", g0, jnp.asarray(_PRODUCT_T[cfg.rotation], dtype=cdt))
+    vecs = jnp.einsum("kij,bkj->bki", mat, r)
+    flat = sim.kron_vectors(vecs)
+    pairs = jnp.stack([jnp.real(flat), jnp.imag(flat)], axis=-1)  # (B, 2^n, 2)
+    ring = entangler_pairs(n, cfg.entangling)
+    if ring:
+        pairs = sim.permute_pairs(pairs, sim.permutation_index(ring, n))
 
-    def block(state, w_chunk):
-        return _variational_block(state, w_chunk, cfg, use_perm)
-
+    layer = (lambda p, w: _ring_layer(p, w, cfg))
     if remat:
-        # Memory O(batch * 2^n) per layer boundary instead of per gate; recomputed in the backward pass.
-        block = jax.checkpoint(block)
+        # keep O(B 2^n) memory per layer boundary instead of per block; recomputed when differentiating
+        layer = jax.checkpoint(layer)
     for c in range(cfg.n_chunks):
         if c > 0:
-            state = _encode(state, inputs[..., c * n:(c + 1) * n], cfg)
-        state = block(state, weights[c])
-    state = _apply_cnots(state, readout_cascade(n, cfg.measurement_mode), n, use_perm=True)
-    return sim.expval_pauli(state, cfg.measure, cfg.measured_wires, n)
+            pairs = _encode_pairs(pairs, x[:, c * n:(c + 1) * n], cfg)
+        for l in range(1 if c == 0 else 0, cfg.depth):
+            pairs = layer(pairs, weights[c, l])
+    pairs = _readout_pairs(pairs, cfg)
+    probs = jnp.sum(pairs * pairs, axis=-1)
+    return _z_expectations(probs, cfg).reshape(batch + (cfg.n_outputs,))
 
 
 # --------------------------------------------------------------------------------------------
 # Fused path.
 # --------------------------------------------------------------------------------------------
+
+
+def _chunk_columns(cfg: QDIConfig, weights, chunk: int, fold_encoding: bool, fold_readout: bool):
+    """``U e_j`` for every basis vector ``e_j`` as a real-pair array ``(2^n [j], 2^n [s], 2)``."""
+    n, dim = cfg.n_qubits, cfg.dim
+    rdt = weights.dtype
+    cdt = jnp.complex128 if rdt == jnp.float64 else jnp.complex64
+    cols = jnp.stack([jnp.eye(dim, dtype=rdt), jnp.zeros((dim, dim), dtype=rdt)], axis=-1)
+    if fold_encoding:
+        t = jnp.broadcast_to(jnp.asarray(_PRODUCT_T[cfg.rotation], dtype=cdt), (n, 2, 2))
+        cols = sim.apply_product_pairs(cols, t, n, _MAX_BLOCK)
+    for l in range(cfg.depth):
+        cols = _ring_layer(cols, weights[chunk, l], cfg)
+    if fold_readout:
+        cols = _readout_pairs(cols, cfg)
+    return cols
 
 
 def chunk_unitary(config: QDIConfig, weights, chunk: int, *, fold_encoding: bool = False,
@@ -405,8 +478,8 @@ def chunk_unitary(config: QDIConfig, weights, chunk: int, *, fold_encoding: bool
 
     ``U = [V C] L_depth ... L_1 [T^{(x) n}]`` where ``L`` are the variational layers of that chunk,
     ``T`` (if ``fold_encoding``) the fixed map from the real product input to the encoded state
-    (only valid for chunk 0, see the module docstring) and ``V C`` (if ``fold_readout``) the readout
-    CNOT cascade followed by the measurement basis change on the measured wires.
+    (only meaningful for chunk 0, see the module docstring) and ``V C`` (if ``fold_readout``) the
+    readout CNOT cascade followed by the measurement basis change on the measured wires.
 
     Built by applying the gates to the ``2^n`` basis vectors as a batch: ``O(depth n 4^n)``.
 
@@ -414,64 +487,42 @@ def chunk_unitary(config: QDIConfig, weights, chunk: int, *, fold_encoding: bool
         config: circuit hyperparameters.
         weights: ``config.weight_shape``.
         chunk: which chunk's weights.
-        fold_encoding: include ``T`` on every wire (first chunk only).
-        fold_readout: include the readout cascade and basis change (last chunk).
+        fold_encoding: include ``T`` on every wire.
+        fold_readout: include the readout cascade and basis change.
 
     Returns:
         Complex ``(2^n, 2^n)`` matrix (not unitary when ``fold_encoding`` with ``rotation="X"``).
     """
-    n = config.n_qubits
     weights = jnp.asarray(weights)
-    rdt = sim.real_dtype(weights)
-    cdt = jnp.complex128 if rdt == jnp.float64 else jnp.complex64
-    cols = jnp.eye(2**n, dtype=cdt).reshape((2**n,) + (2,) * n)  # batch of basis vectors e_j
-    if fold_encoding:
-        t = jnp.asarray(_PRODUCT_T[config.rotation], dtype=cdt)
-        for w in range(n):
-            cols = sim.apply_1q(cols, t, w, n)
-    cols = _variational_block(cols, weights[chunk].astype(rdt), config, use_perm=True)
-    if fold_readout:
-        cols = _readout_basis_change(cols, config)
-    # cols[j] = U e_j, i.e. cols is U^T.
-    return cols.reshape(2**n, 2**n).T
+    weights = weights.astype(sim.real_dtype(weights))
+    cols = _chunk_columns(config, weights, chunk, fold_encoding, fold_readout)
+    return jax.lax.complex(cols[..., 0], cols[..., 1]).T  # cols[j, s] = U[s, j]
 
 
 def _expectations_fused(cfg: QDIConfig, inputs, weights):
     n, dim = cfg.n_qubits, cfg.dim
-    rdt = inputs.dtype
     batch = inputs.shape[:-1]
     x = inputs.reshape((-1, cfg.in_features))
     last = cfg.n_chunks - 1
-    zmat = jnp.asarray(sim.expval_z_matrix(cfg.measured_wires, n), dtype=rdt)
 
     x0 = x[:, :n]
-    r = _kron_vectors(jnp.stack([jnp.cos(x0 / 2), jnp.sin(x0 / 2)], axis=-1))  # (B, N) real
-    ut = chunk_unitary(cfg, weights, 0, fold_encoding=True, fold_readout=last == 0).T
-    # psi = r @ U^T as one real GEMM against [Re U^T | Im U^T].
-    y = r @ jnp.concatenate([jnp.real(ut), jnp.imag(ut)], axis=1)  # (B, 2N)
+    r = sim.kron_vectors(jnp.stack([jnp.cos(x0 / 2), jnp.sin(x0 / 2)], axis=-1))  # (B, N) real
+    cols = _chunk_columns(cfg, weights, 0, True, last == 0)  # (N [j], N [s], 2)
+    # psi_s = sum_j U[s, j] r_j: one real GEMM against [Re U^T | Im U^T].
+    y = r @ jnp.concatenate([cols[..., 0], cols[..., 1]], axis=1)  # (B, 2N)
     re, im = y[:, :dim], y[:, dim:]
-    for c in range(1, cfg.n_chunks):
-        xc = x[:, c * n:(c + 1) * n]
-        if cfg.rotation == "Z":
-            p = jnp.exp(-0.5j * xc.astype(jnp.complex128 if rdt == jnp.float64 else jnp.complex64))
-            phase = _kron_vectors(jnp.stack([p, jnp.conj(p)], axis=-1))
-            pr, pi = jnp.real(phase), jnp.imag(phase)
-            re, im = re * pr - im * pi, re * pi + im * pr
-        else:
-            state = jax.lax.complex(re, im).reshape((-1,) + (2,) * n)
-            state = _encode(state, xc, cfg).reshape(-1, dim)
-            re, im = jnp.real(state), jnp.imag(state)
-        ut = chunk_unitary(cfg, weights, c, fold_readout=c == last).T
-        ur, ui = jnp.real(ut), jnp.imag(ut)
-        # [re im] @ [[Ur, Ui], [-Ui, Ur]]: the complex product as one real GEMM.
-        blk = jnp.concatenate(
-            [jnp.concatenate([ur, ui], axis=1), jnp.concatenate([-ui, ur], axis=1)], axis=0
-        )
-        y = jnp.concatenate([re, im], axis=1) @ blk
-        re, im = y[:, :dim], y[:, dim:]
+    if cfg.n_chunks > 1:
+        pairs = jnp.stack([re, im], axis=-1)
+        for c in range(1, cfg.n_chunks):
+            pairs = _encode_pairs(pairs, x[:, c * n:(c + 1) * n], cfg)
+            cols = _chunk_columns(cfg, weights, c, False, c == last)
+            # interleaved (re, im) layout: psi' = pair_matrix(U) psi, with U^T = cols as complex
+            ut = jax.lax.complex(cols[..., 0], cols[..., 1])
+            a = sim.pair_matrix(ut.T)
+            pairs = (pairs.reshape(-1, 2 * dim) @ a.T).reshape(-1, dim, 2)
+        re, im = pairs[..., 0], pairs[..., 1]
     probs = re * re + im * im
-    out = probs @ zmat
-    return out.reshape(batch + (cfg.n_outputs,))
+    return _z_expectations(probs, cfg).reshape(batch + (cfg.n_outputs,))
 
 
 # --------------------------------------------------------------------------------------------
@@ -591,8 +642,7 @@ def qdi_expectations(config: QDIConfig, inputs, weights, *, method: str = "auto"
                 f"method='fused' supports n_qubits <= {FUSED_MAX_QUBITS}, got {config.n_qubits}"
             )
         return _expectations_fused(config, inputs, weights)
-    return _expectations_gates(config, inputs, weights, use_perm=config.n_qubits <= FUSED_MAX_QUBITS,
-                               remat=True)
+    return _expectations_gates(config, inputs, weights)
 
 
 def qdi_probabilities(config: QDIConfig, inputs, weights) -> jax.Array:
