@@ -18,3 +18,5 @@ from .circuit import (
     qdi_weight_shape,
     select_method,
 )
+from .layer import QDI, uniform_angle_init
+from .shots import sample_expectations

@@ -47,6 +47,7 @@ Two simulation paths give the same numbers (tests check both against PennyLane):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import time
@@ -366,89 +367,162 @@ _MAX_BLOCK = 4
 # above this many qubits the (2^n, n_outputs) sign matrix is too large a constant; reduce instead
 _ZMAT_MAX_QUBITS = 14
 
+# The fast paths are composed of a few kernels, each jit-compiled with only the static
+# hyperparameters it needs. Under an outer jit they are inlined (no cost); called eagerly they are
+# compiled once per (kernel, static args, shapes) and shared by every circuit that uses them,
+# which keeps compile time low when many different circuits are evaluated (tests, analyses).
+def _kernel(*static_argnames):
+    return functools.partial(jax.jit, static_argnames=static_argnames)
 
-def _ring_layer(pairs, w_layer, cfg: QDIConfig):
-    """One variational layer on a real-pair state: single-qubit rotations, then the CNOT ring."""
-    pairs = sim.apply_product_pairs(pairs, _layer_gates(w_layer, cfg.entangling), cfg.n_qubits,
-                                    _MAX_BLOCK)
-    ring = entangler_pairs(cfg.n_qubits, cfg.entangling)
+
+def _cdt(rdt):
+    return jnp.complex128 if rdt == jnp.float64 else jnp.complex64
+
+
+def _ring_layer_body(pairs, w_layer, n: int, entangling: str):
+    """One variational layer on a real-pair state ``(B, 2^n, 2)``: rotations, then the CNOT ring."""
+    gates = _layer_gates(w_layer, entangling).astype(_cdt(pairs.dtype))
+    pairs = sim.apply_product_pairs(pairs, gates, n, _MAX_BLOCK)
+    ring = entangler_pairs(n, entangling)
     if ring:
-        pairs = sim.permute_pairs(pairs, sim.permutation_index(ring, cfg.n_qubits))
+        pairs = sim.permute_pairs(pairs, sim.permutation_index(ring, n))
+    return pairs
+
+
+@_kernel("n", "entangling")
+def _ring_layer(pairs, w_layer, *, n: int, entangling: str):
+    """One variational layer (see ``_ring_layer_body``)."""
+    return _ring_layer_body(pairs, w_layer, n, entangling)
+
+
+@_kernel("n", "entangling")
+def _ring_layer_remat(pairs, w_layer, *, n: int, entangling: str):
+    """One variational layer that stores only its inputs for the backward pass and recomputes the
+    rest: memory O(B 2^n) per layer instead of per block, for large states."""
+    body = jax.checkpoint(functools.partial(_ring_layer_body, n=n, entangling=entangling))
+    return body(pairs, w_layer)
+
+
+def _readout_gates(cfg: QDIConfig, cdt):
+    """``(n, 2, 2)`` measurement basis change (identity on unmeasured wires), or None for Z."""
+    v = _BASIS_CHANGE[cfg.measure]
+    if v is None:
+        return None
+    eye = np.eye(2, dtype=np.complex128)
+    return jnp.asarray(np.stack([v if w in cfg.measured_wires else eye
+                                 for w in range(cfg.n_qubits)]), dtype=cdt)
+
+
+@_kernel("n", "cascade")
+def _readout_kernel(pairs, basis_gates, *, n: int, cascade: bool):
+    """Readout on a real-pair state: CNOT cascade (if ``cascade``), then the basis change
+    ``basis_gates`` ((n, 2, 2) or None) that maps the measured Pauli to Z."""
+    if cascade:
+        pairs = sim.permute_pairs(pairs, sim.permutation_index(readout_cascade(n, "single"), n))
+    if basis_gates is not None:
+        pairs = sim.apply_product_pairs(pairs, basis_gates.astype(_cdt(pairs.dtype)), n, _MAX_BLOCK)
     return pairs
 
 
 def _readout_pairs(pairs, cfg: QDIConfig):
-    """Readout cascade + basis change (measured Pauli -> Z) on a real-pair state."""
-    n = cfg.n_qubits
-    cascade = readout_cascade(n, cfg.measurement_mode)
-    if cascade:
-        pairs = sim.permute_pairs(pairs, sim.permutation_index(cascade, n))
-    v = _BASIS_CHANGE[cfg.measure]
-    if v is not None:
-        cdt = jnp.complex128 if pairs.dtype == jnp.float64 else jnp.complex64
-        eye = np.eye(2, dtype=np.complex128)
-        gates = np.stack([v if w in cfg.measured_wires else eye for w in range(n)])
-        pairs = sim.apply_product_pairs(pairs, jnp.asarray(gates, dtype=cdt), n, _MAX_BLOCK)
-    return pairs
+    return _readout_kernel(pairs, _readout_gates(cfg, _cdt(pairs.dtype)), n=cfg.n_qubits,
+                           cascade=cfg.measurement_mode == "single")
 
 
-def _z_expectations(probs, cfg: QDIConfig):
-    """``<Z_w>`` for the measured wires from ``(B, 2^n)`` probabilities."""
-    n = cfg.n_qubits
+@_kernel("n", "mode")
+def _z_expectations(probs, *, n: int, mode: str):
+    """``<Z_w>`` on the measured wires from ``(B, 2^n)`` probabilities -> ``(B, n_outputs)``."""
+    wires = _measured_wires(n, mode)
     if n <= _ZMAT_MAX_QUBITS:
-        return probs @ jnp.asarray(sim.expval_z_matrix(cfg.measured_wires, n), dtype=probs.dtype)
+        return probs @ jnp.asarray(sim.expval_z_matrix(wires, n), dtype=probs.dtype)
     p = probs.reshape((probs.shape[0],) + (2,) * n)
     outs = []
-    for w in cfg.measured_wires:
+    for w in wires:
         m = jnp.sum(p, axis=tuple(1 + k for k in range(n) if k != w))  # (B, 2) marginal
         outs.append(m[:, 0] - m[:, 1])
     return jnp.stack(outs, axis=-1)
 
 
-def _encode_pairs(pairs, x_chunk, cfg: QDIConfig):
-    """Data encoding of a later chunk on a real-pair state; ``x_chunk`` is ``(B, n)``."""
-    cdt = jnp.complex128 if pairs.dtype == jnp.float64 else jnp.complex64
-    if cfg.rotation == "Z":
+@_kernel("diagonal")
+def _encode_kernel(pairs, x_chunk, pauli, *, diagonal: bool):
+    """Encoding ``exp(-i x_k P / 2)`` on every wire of a real-pair state; ``x_chunk`` is ``(B, n)``.
+
+    ``diagonal`` (P = Z): one elementwise phase, no gate application. Otherwise ``pauli`` is the
+    (2, 2) matrix P and the per-sample gates ``cos(x/2) I - i sin(x/2) P`` are applied blockwise.
+    """
+    n = x_chunk.shape[-1]
+    cdt = _cdt(pairs.dtype)
+    if diagonal:
         p = jnp.exp(-0.5j * x_chunk.astype(cdt))
         phase = sim.kron_vectors(jnp.stack([p, jnp.conj(p)], axis=-1))  # (B, 2^n)
         pr, pi = jnp.real(phase), jnp.imag(phase)
         re, im = pairs[..., 0], pairs[..., 1]
         return jnp.stack([re * pr - im * pi, re * pi + im * pr], axis=-1)
-    gates = _ROT_FN[cfg.rotation](x_chunk)  # (B, n, 2, 2)
-    return sim.apply_product_pairs(pairs, gates, cfg.n_qubits, _MAX_BLOCK)
+    c = jnp.cos(x_chunk / 2).astype(cdt)[..., None, None]
+    s_ = jnp.sin(x_chunk / 2).astype(cdt)[..., None, None]
+    gates = c * jnp.eye(2, dtype=cdt) - 1j * s_ * pauli.astype(cdt)  # (B, n, 2, 2)
+    return sim.apply_product_pairs(pairs, gates, n, _MAX_BLOCK)
 
 
-def _expectations_gates(cfg: QDIConfig, inputs, weights, remat: bool = True):
-    n = cfg.n_qubits
-    rdt = inputs.dtype
-    cdt = jnp.complex128 if rdt == jnp.float64 else jnp.complex64
-    batch = inputs.shape[:-1]
-    x = inputs.reshape((-1, cfg.in_features))
-    # Chunk 0: H, the encoding and the first layer's rotations act on a product state, so they are
-    # applied to n two-component vectors and only then expanded to 2^n amplitudes.
-    x0 = x[:, :n]
+def _encode_pairs(pairs, x_chunk, cfg: QDIConfig):
+    pauli = jnp.asarray(sim._PAULIS[cfg.rotation], dtype=_cdt(pairs.dtype))
+    return _encode_kernel(pairs, x_chunk, pauli, diagonal=cfg.rotation == "Z")
+
+
+@_kernel("entangling")
+def _product_start(x0, w_layer0, t, *, entangling: str):
+    """State after H, the chunk-0 encoding and the first variational layer, as real pairs.
+
+    Up to the first CNOT ring everything acts on a product state, so it is applied to ``n``
+    two-component vectors ``T (cos x_k/2, sin x_k/2)`` (``t`` is the 2x2 ``T``) and only then
+    expanded to ``2^n`` amplitudes.
+    """
+    n = x0.shape[-1]
+    cdt = _cdt(x0.dtype)
     r = jnp.stack([jnp.cos(x0 / 2), jnp.sin(x0 / 2)], axis=-1).astype(cdt)  # (B, n, 2)
-    g0 = _layer_gates(weights[0, 0], cfg.entangling).astype(cdt)
-    mat = jnp.einsum("kij,jl->kil", g0, jnp.asarray(_PRODUCT_T[cfg.rotation], dtype=cdt))
-    vecs = jnp.einsum("kij,bkj->bki", mat, r)
-    flat = sim.kron_vectors(vecs)
+    g0 = _layer_gates(w_layer0, entangling).astype(cdt)
+    mat = jnp.einsum("kij,jl->kil", g0, t.astype(cdt))
+    flat = sim.kron_vectors(jnp.einsum("kij,bkj->bki", mat, r))
     pairs = jnp.stack([jnp.real(flat), jnp.imag(flat)], axis=-1)  # (B, 2^n, 2)
-    ring = entangler_pairs(n, cfg.entangling)
+    ring = entangler_pairs(n, entangling)
     if ring:
         pairs = sim.permute_pairs(pairs, sim.permutation_index(ring, n))
+    return pairs
 
-    layer = (lambda p, w: _ring_layer(p, w, cfg))
-    if remat:
-        # keep O(B 2^n) memory per layer boundary instead of per block; recomputed when differentiating
-        layer = jax.checkpoint(layer)
+
+@_kernel("n")
+def _encoded_identity(w_dummy, t, *, n: int):
+    """Columns of ``T^{(x) n}`` (the identity if ``t`` is None) as real pairs ``(2^n, 2^n, 2)``."""
+    dim = 2**n
+    rdt = w_dummy.dtype
+    cols = jnp.stack([jnp.eye(dim, dtype=rdt), jnp.zeros((dim, dim), dtype=rdt)], axis=-1)
+    if t is not None:
+        cols = sim.apply_product_pairs(cols, jnp.broadcast_to(t.astype(_cdt(rdt)), (n, 2, 2)), n,
+                                       _MAX_BLOCK)
+    return cols
+
+
+def _product_t(cfg: QDIConfig, rdt):
+    return jnp.asarray(_PRODUCT_T[cfg.rotation], dtype=_cdt(rdt))
+
+
+def _probs_gates(cfg: QDIConfig, x, weights, remat: bool = True):
+    """``(B, 2^n)`` measurement-basis probabilities, gates path; ``x`` is ``(B, in_features)``."""
+    n = cfg.n_qubits
+    layer = _ring_layer_remat if remat else _ring_layer
+    pairs = _product_start(x[:, :n], weights[0, 0], _product_t(cfg, x.dtype),
+                           entangling=cfg.entangling)
     for c in range(cfg.n_chunks):
         if c > 0:
             pairs = _encode_pairs(pairs, x[:, c * n:(c + 1) * n], cfg)
         for l in range(1 if c == 0 else 0, cfg.depth):
-            pairs = layer(pairs, weights[c, l])
-    pairs = _readout_pairs(pairs, cfg)
-    probs = jnp.sum(pairs * pairs, axis=-1)
-    return _z_expectations(probs, cfg).reshape(batch + (cfg.n_outputs,))
+            pairs = layer(pairs, weights[c, l], n=n, entangling=cfg.entangling)
+    return _probs_kernel(_readout_pairs(pairs, cfg))
+
+
+@_kernel()
+def _probs_kernel(pairs):
+    return jnp.sum(pairs * pairs, axis=-1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -458,15 +532,11 @@ def _expectations_gates(cfg: QDIConfig, inputs, weights, remat: bool = True):
 
 def _chunk_columns(cfg: QDIConfig, weights, chunk: int, fold_encoding: bool, fold_readout: bool):
     """``U e_j`` for every basis vector ``e_j`` as a real-pair array ``(2^n [j], 2^n [s], 2)``."""
-    n, dim = cfg.n_qubits, cfg.dim
-    rdt = weights.dtype
-    cdt = jnp.complex128 if rdt == jnp.float64 else jnp.complex64
-    cols = jnp.stack([jnp.eye(dim, dtype=rdt), jnp.zeros((dim, dim), dtype=rdt)], axis=-1)
-    if fold_encoding:
-        t = jnp.broadcast_to(jnp.asarray(_PRODUCT_T[cfg.rotation], dtype=cdt), (n, 2, 2))
-        cols = sim.apply_product_pairs(cols, t, n, _MAX_BLOCK)
+    n = cfg.n_qubits
+    t = _product_t(cfg, weights.dtype) if fold_encoding else None
+    cols = _encoded_identity(weights[chunk, 0], t, n=n)
     for l in range(cfg.depth):
-        cols = _ring_layer(cols, weights[chunk, l], cfg)
+        cols = _ring_layer(cols, weights[chunk, l], n=n, entangling=cfg.entangling)
     if fold_readout:
         cols = _readout_pairs(cols, cfg)
     return cols
@@ -499,30 +569,35 @@ def chunk_unitary(config: QDIConfig, weights, chunk: int, *, fold_encoding: bool
     return jax.lax.complex(cols[..., 0], cols[..., 1]).T  # cols[j, s] = U[s, j]
 
 
-def _expectations_fused(cfg: QDIConfig, inputs, weights):
-    n, dim = cfg.n_qubits, cfg.dim
-    batch = inputs.shape[:-1]
-    x = inputs.reshape((-1, cfg.in_features))
-    last = cfg.n_chunks - 1
-
-    x0 = x[:, :n]
-    r = sim.kron_vectors(jnp.stack([jnp.cos(x0 / 2), jnp.sin(x0 / 2)], axis=-1))  # (B, N) real
-    cols = _chunk_columns(cfg, weights, 0, True, last == 0)  # (N [j], N [s], 2)
-    # psi_s = sum_j U[s, j] r_j: one real GEMM against [Re U^T | Im U^T].
+@_kernel()
+def _fused_first(x0, cols):
+    """``psi = U r`` with ``r = (x)_k (cos x_k/2, sin x_k/2)`` real: one real GEMM against
+    ``[Re U^T | Im U^T]``; returns real pairs ``(B, 2^n, 2)``."""
+    dim = cols.shape[0]
+    r = sim.kron_vectors(jnp.stack([jnp.cos(x0 / 2), jnp.sin(x0 / 2)], axis=-1))  # (B, N)
     y = r @ jnp.concatenate([cols[..., 0], cols[..., 1]], axis=1)  # (B, 2N)
-    re, im = y[:, :dim], y[:, dim:]
-    if cfg.n_chunks > 1:
-        pairs = jnp.stack([re, im], axis=-1)
-        for c in range(1, cfg.n_chunks):
-            pairs = _encode_pairs(pairs, x[:, c * n:(c + 1) * n], cfg)
-            cols = _chunk_columns(cfg, weights, c, False, c == last)
-            # interleaved (re, im) layout: psi' = pair_matrix(U) psi, with U^T = cols as complex
-            ut = jax.lax.complex(cols[..., 0], cols[..., 1])
-            a = sim.pair_matrix(ut.T)
-            pairs = (pairs.reshape(-1, 2 * dim) @ a.T).reshape(-1, dim, 2)
-        re, im = pairs[..., 0], pairs[..., 1]
-    probs = re * re + im * im
-    return _z_expectations(probs, cfg).reshape(batch + (cfg.n_outputs,))
+    return jnp.stack([y[:, :dim], y[:, dim:]], axis=-1)
+
+
+@_kernel()
+def _fused_apply(pairs, cols):
+    """``psi -> U psi`` for a complex state as real pairs, ``U^T`` given as real-pair ``cols``:
+    in the interleaved layout this is one real GEMM with ``pair_matrix(U)``."""
+    dim = cols.shape[0]
+    u = jax.lax.complex(cols[..., 0], cols[..., 1]).T
+    a = sim.pair_matrix(u)
+    return (pairs.reshape(-1, 2 * dim) @ a.T).reshape(-1, dim, 2)
+
+
+def _probs_fused(cfg: QDIConfig, x, weights):
+    """``(B, 2^n)`` measurement-basis probabilities, fused path; ``x`` is ``(B, in_features)``."""
+    n = cfg.n_qubits
+    last = cfg.n_chunks - 1
+    pairs = _fused_first(x[:, :n], _chunk_columns(cfg, weights, 0, True, last == 0))
+    for c in range(1, cfg.n_chunks):
+        pairs = _encode_pairs(pairs, x[:, c * n:(c + 1) * n], cfg)
+        pairs = _fused_apply(pairs, _chunk_columns(cfg, weights, c, False, c == last))
+    return _probs_kernel(pairs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -614,46 +689,61 @@ def _time_methods(config: QDIConfig, batch: int, dtype) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+def _resolve_method(config: QDIConfig, method: str, batch: int, rdt) -> str:
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {list(METHODS)}")
+    if method == "auto":
+        return select_method(config, batch, rdt)
+    if method == "fused" and config.n_qubits > FUSED_MAX_QUBITS:
+        raise ValueError(f"method='fused' supports n_qubits <= {FUSED_MAX_QUBITS}, got {config.n_qubits}")
+    return method
+
+
+def qdi_probabilities(config: QDIConfig, inputs, weights, *, method: str = "auto") -> jax.Array:
+    """Born probabilities in the measurement basis: after the readout cascade (``"single"``) and the
+    basis change that maps the measured Pauli to Z on the measured wires.
+
+    Sampling bitstrings from these is what a device does with finite shots (:mod:`.shots`); the
+    expectation of measured wire ``w`` is ``sum_s p_s (-1)^{bit_w(s)}``.
+
+    Args:
+        config, inputs, weights, method: as :func:`qdi_expectations`.
+
+    Returns:
+        ``(*batch, 2**n_qubits)`` real, non-negative, summing to 1 over the last axis.
+    """
+    inputs, weights, rdt = _prepare(config, inputs, weights)
+    batch = inputs.shape[:-1]
+    x = inputs.reshape((-1, config.in_features))
+    method = _resolve_method(config, method, x.shape[0], rdt)
+    probs = _probs_fused(config, x, weights) if method == "fused" else _probs_gates(config, x, weights)
+    return probs.reshape(batch + (config.dim,))
+
+
 def qdi_expectations(config: QDIConfig, inputs, weights, *, method: str = "auto") -> jax.Array:
-    """Exact expectation values of the QDI circuit.
+    """Exact expectation values of the QDI circuit, ``<psi(x, w)| P_k |psi(x, w)>`` for the measured
+    wires ``k`` (after the CNOT cascade in ``"single"`` mode).
 
     Args:
         config: circuit hyperparameters.
-        inputs: ``(*batch, in_features)`` angles in radians (any real dtype; float64 under x64).
+        inputs: ``(*batch, in_features)`` angles in radians (float64 computation under x64 when
+            either ``inputs`` or ``weights`` is float64, else float32).
         weights: ``config.weight_shape`` angles in radians.
-        method: ``"auto"`` (:func:`select_method`), ``"fused"`` or ``"gates"``.
+        method: ``"auto"`` (:func:`select_method`), ``"fused"`` or ``"gates"``; all give the same
+            values up to rounding.
 
     Returns:
         ``(*batch, config.n_outputs)`` real expectations in ``[-1, 1]``, in the order of
         ``config.measured_wires``.
 
     Raises:
-        ValueError: for wrong input/weight shapes or an unknown ``method``; ``"fused"`` for more
-            than :data:`FUSED_MAX_QUBITS` qubits.
+        ValueError: for wrong input/weight shapes or an unknown ``method``; for ``"fused"`` with
+            more than :data:`FUSED_MAX_QUBITS` qubits.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; expected one of {list(METHODS)}")
     inputs, weights, rdt = _prepare(config, inputs, weights)
-    if method == "auto":
-        method = select_method(config, int(np.prod(inputs.shape[:-1], dtype=np.int64)), rdt)
-    if method == "fused":
-        if config.n_qubits > FUSED_MAX_QUBITS:
-            raise ValueError(
-                f"method='fused' supports n_qubits <= {FUSED_MAX_QUBITS}, got {config.n_qubits}"
-            )
-        return _expectations_fused(config, inputs, weights)
-    return _expectations_gates(config, inputs, weights)
-
-
-def qdi_probabilities(config: QDIConfig, inputs, weights) -> jax.Array:
-    """Born probabilities in the measurement basis (after the readout cascade and basis change).
-
-    Sampling bitstrings from these is what a device does for ``shots`` (see :mod:`.shots`); the
-    expectation of wire ``w`` is ``sum_s p_s (-1)^{bit_w(s)}``.
-
-    Returns:
-        ``(*batch, 2**n_qubits)`` real probabilities summing to 1.
-    """
-    state = qdi_state(config, inputs, weights)
-    state = _readout_basis_change(state, config)
-    return sim.probabilities(state, config.n_qubits)
+    batch = inputs.shape[:-1]
+    x = inputs.reshape((-1, config.in_features))
+    method = _resolve_method(config, method, x.shape[0], rdt)
+    probs = _probs_fused(config, x, weights) if method == "fused" else _probs_gates(config, x, weights)
+    return _z_expectations(probs, n=config.n_qubits, mode=config.measurement_mode).reshape(
+        batch + (config.n_outputs,))
