@@ -1,0 +1,49 @@
+"""Entry point: `python -m experiments.run [COMMAND] [options]`.
+
+Commands (training is the default when no command is given):
+  train            train and evaluate a model on a dataset
+  analyze-circuit  analyses of the QDI circuit (Fourier, Fisher information, ZX, QASM)
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import List, Optional
+
+# command -> module with add_arguments(parser) and main(args) -> int
+COMMANDS = {
+    "train": ("experiments.train", "train and evaluate a model on a dataset (default command)"),
+    "analyze-circuit": ("experiments.analyze_circuit", "analyse the QDI circuit: Fourier, Fisher, ZX, QASM"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m experiments.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command")
+    for name, (module, help_text) in COMMANDS.items():
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if err.name != module:  # a real missing dependency, not a command still to come
+                raise
+            continue
+        p = sub.add_parser(name, help=help_text, description=help_text,
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        mod.add_arguments(p)
+        p.set_defaults(_main=mod.main)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
+        argv = ["train"] + argv
+    args = build_parser().parse_args(argv)
+    return args._main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""`python -m experiments.run [train] --dataset D --model M ...`: train, validate each epoch, test, write plots."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from typing import Any, Dict, Optional
+
+from experiments.config import available_datasets, load_config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", default="rmd17-aspirin", choices=available_datasets(),
+                        help="dataset config under experiments/configs (default: rmd17-aspirin, embedded)")
+    parser.add_argument("--model", default="allegro", help="model family (default: allegro)")
+    parser.add_argument("--config", default=None, help="YAML merged over the dataset config (model/training keys)")
+    parser.add_argument("--profile", default="cpu", choices=["cpu", "paper"],
+                        help="cpu: small, ~15 min on 2 cores; paper: the published recipe (default: cpu)")
+    parser.add_argument("--max-epochs", type=int, default=None, help="stop after N epochs (default: from config)")
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="training wall-time budget in minutes (default: from config)")
+    parser.add_argument("--out", default=None, help="run directory (default: runs/DATASET-MODEL-PROFILE-seedS)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of split, initialisation and shuffling (default 0)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = load_config(args.dataset, args.profile, args.config)
+    cfg["model"]["family"] = args.model
+    if args.max_epochs is not None:
+        cfg["training"]["max_epochs"] = args.max_epochs
+    if args.max_minutes is not None:
+        cfg["training"]["max_minutes"] = args.max_minutes
+    out = args.out or os.path.join("runs", f"{args.dataset}-{args.model}-{args.profile}-seed{args.seed}")
+    results = run_training(cfg, out, seed=args.seed, resume=args.resume, title=f"{args.dataset} / {args.model}")
+    test = results["test"]
+    print(f"\ntest ({results['n_test']} structures): energy MAE {test['energy_mae']:.1f} meV, "
+          f"forces MAE {test['forces_mae']:.1f} meV/Å, forces RMSE {test['forces_rmse']:.1f} meV/Å "
+          f"after {results['epochs']} epochs, {results['train_minutes']:.1f} min of training")
+    print(f"results: {os.path.join(out, 'results.json')}")
+    return 0
+
+
+def run_training(cfg: Dict[str, Any], out: str, seed: int = 0, resume: bool = False, title: str = "",
+                 log=print) -> Dict[str, Any]:
+    """Train and test one model from a resolved config; writes results.json, metrics.csv, parity.png,
+    learning_curve.png and checkpoints into `out`. Returns the results dict."""
+    import jax
+
+    if cfg.get("dtype", "float32") == "float64":
+        jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    from qallegro.data.graphs import GraphLoader, structure_to_graph
+    from qallegro.data.readers import read_structures
+    from qallegro.data.splits import train_val_split
+    from qallegro.plots import learning_curve, parity_plot
+    from qallegro.train.loop import TrainConfig, evaluate, fit, write_json
+    from qallegro.train.setup import count_parameters, prepare
+
+    t0 = time.perf_counter()
+    data = cfg["dataset"]
+    structures = read_structures(data["train"])
+    train, val = train_val_split(structures, data["n_train"], data["n_val"], seed)
+    test = read_structures(data["test"]) if data.get("test") else []
+    dtype = jnp.float64 if cfg.get("dtype") == "float64" else jnp.float32
+    prepared = prepare(train, cfg["model"], seed=seed, dtype=dtype)
+    r_max = prepared.model_config["r_max"]
+    tcfg = TrainConfig.from_dict(dict(cfg["training"], seed=seed))
+    val_graphs = [structure_to_graph(s, r_max, prepared.species) for s in val]
+    train_loader = GraphLoader(prepared.train_graphs, tcfg.batch_size, shuffle=True, seed=seed)
+    val_loader = GraphLoader(val_graphs, tcfg.eval_batch_size, shuffle=False)
+    compute_stress = any(s.stress is not None for s in train)
+    n_params = count_parameters(prepared.params)
+    log(f"{len(train)} train / {len(val)} validation / {len(test)} test structures; species {prepared.species}; "
+        f"avg_num_neighbors {prepared.model_config['avg_num_neighbors']:.2f}; {n_params} parameters; "
+        f"devices {jax.devices()}; data prepared in {time.perf_counter() - t0:.1f} s")
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump({"config": cfg, "model_config": prepared.model_config, "species": prepared.species, "seed": seed},
+                  f, indent=2)
+
+    result = fit(prepared.model, prepared.params, train_loader, val_loader, tcfg, out, resume=resume,
+                 compute_stress=compute_stress, log=log)
+    params = result["best_params"]
+    eval_step = result["eval_step"]
+    val_metrics = evaluate(eval_step, params, val_loader, tcfg)
+    test_metrics, predictions = {}, None
+    if test:
+        test_loader = GraphLoader([structure_to_graph(s, r_max, prepared.species) for s in test],
+                                  tcfg.eval_batch_size, shuffle=False)
+        test_metrics, predictions = evaluate(eval_step, params, test_loader, tcfg, return_predictions=True)
+    else:
+        val_metrics, predictions = evaluate(eval_step, params, val_loader, tcfg, return_predictions=True)
+
+    from ase.data import chemical_symbols
+
+    names = [chemical_symbols[z] for z in prepared.species]
+    parity_plot(predictions, os.path.join(out, "parity.png"), title=f"{title} ({'test' if test else 'validation'})",
+                species_names=names)
+    if result["history"]:
+        learning_curve(result["history"], os.path.join(out, "learning_curve.png"), title=title)
+    results = {
+        "dataset": data, "model_config": prepared.model_config, "training": cfg["training"], "seed": seed,
+        "n_parameters": n_params, "n_train": len(train), "n_val": len(val), "n_test": len(test),
+        "epochs": len(result["history"]), "best_epoch": result["best_epoch"],
+        "train_minutes": result["elapsed_minutes"], "compiled_shapes": result["compiled_shapes"],
+        "validation": val_metrics, "test": test_metrics or val_metrics,
+        "units": {"energy_mae": "meV", "forces_mae": "meV/Å", "forces_rmse": "meV/Å", "stress_mae": "meV/Å^3"},
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
+                    "jax_backend": jax.default_backend(), "jax": jax.__version__},
+    }
+    write_json(os.path.join(out, "results.json"), results)
+    return results

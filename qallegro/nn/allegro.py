@@ -1,0 +1,152 @@
+"""Allegro (Musaelian et al., "Learning local equivariant representations for large-scale atomistic dynamics",
+Nat. Commun. 14, 579 (2023)) as a flax module on e3nn-jax.
+
+Allegro is strictly local and edge-centred. For every edge ij (centre i = receiver, neighbour j = sender) it
+carries two tracks:
+  * an invariant scalar latent x_ij (the "latent"), and
+  * equivariant tensor features V_ij with `num_tensor_features` channels of irreps l = 0..l_max.
+Layer k computes the environment of the centre, Gamma_i = sum_j w_k(x_ij) * Y(r_ij) / sqrt(avg_num_neighbors),
+takes the channel-wise tensor product V_ij (x) Gamma_i, feeds its invariant 0e outputs together with x_ij to a
+latent MLP (residual update, multiplied by the cutoff so the latent vanishes smoothly at r_max) and mixes its
+tensor outputs linearly into the next V_ij. A readout MLP maps the final latent to an edge energy; edge energies
+sum onto their centre, a per-species scale and shift give the atomic energy, and atomic energies sum to E.
+
+Only invariant (0e) quantities ever enter an MLP, so the energy is E(3)-invariant for any weights.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import e3nn_jax as e3nn
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from qallegro.nn.mlp import MLP
+from qallegro.nn.radial import bessel_basis, polynomial_cutoff
+
+
+def tensor_irreps(l_max: int, parity: bool) -> e3nn.Irreps:
+    """Irreps carried by each tensor channel: l = 0..l_max with the spherical-harmonic parity (-1)^l, or, with
+    `parity=True` (nequip's "o3_full"), both parities for every l."""
+    if parity:
+        return e3nn.Irreps([(1, (l, p)) for l in range(l_max + 1) for p in (1, -1)])
+    return e3nn.Irreps.spherical_harmonics(l_max)
+
+
+class Allegro(nn.Module):
+    """Allegro energy model: per-edge geometry -> per-atom energies (eV).
+
+    Attributes:
+        num_species: number of species; nodes carry an index into the model's species list.
+        r_max: cutoff radius in Å.
+        l_max: highest angular momentum of the spherical harmonics and tensor features.
+        num_layers: number of Allegro (tensor-product) layers, >= 1.
+        num_tensor_features: channels per irrep in the tensor track.
+        two_body_mlp: widths of the two-body MLP; its last width is the latent size.
+        latent_mlp: hidden widths of each layer's latent MLP (its output is the latent size).
+        readout_mlp: hidden widths of the edge-energy readout (output 1).
+        num_bessel: number of Bessel radial functions; cutoff_p: exponent of the polynomial cutoff.
+        parity: keep both parities in the tensor track (see `tensor_irreps`).
+        avg_num_neighbors: normaliser of the environment sum (mean neighbours per atom, from training data).
+        species_scale, species_shift: per-species energy scale (eV) and shift (eV/atom), from training data;
+            fixed, not trained (as nequip's defaults).
+        activation: nonlinearity of the MLPs.
+    """
+
+    num_species: int
+    r_max: float = 5.0
+    l_max: int = 2
+    num_layers: int = 2
+    num_tensor_features: int = 16
+    two_body_mlp: Sequence[int] = (32, 64, 128)
+    latent_mlp: Sequence[int] = (128,)
+    readout_mlp: Sequence[int] = (32,)
+    num_bessel: int = 8
+    cutoff_p: float = 6.0
+    parity: bool = False
+    avg_num_neighbors: float = 1.0
+    species_scale: Optional[Sequence[float]] = None
+    species_shift: Optional[Sequence[float]] = None
+    activation: str = "silu"
+
+    def edge_block(self, x, position: str):
+        """Hook for the variants (allegro-mlp, allegro-qdi): maps the edge latent (E, d) -> (E, d) at
+        `position` in {"two_body", "latent", "readout"}. Identity for plain Allegro."""
+        return x
+
+    @nn.compact
+    def __call__(self, edge_vectors: jnp.ndarray, node_species: jnp.ndarray, senders: jnp.ndarray,
+                 receivers: jnp.ndarray, edge_mask: jnp.ndarray) -> jnp.ndarray:
+        """Atomic energies.
+
+        Args:
+            edge_vectors: (E, 3) r_ij = x_j - x_i (+ periodic shift) in Å.
+            node_species: (N,) int species indices.
+            senders, receivers: (E,) neighbour j and centre i of each edge.
+            edge_mask: (E,) bool, False for padding edges (their vectors may be anything, even zero).
+        Returns:
+            (N,) atomic energies in eV (an atom without neighbours gets its species shift).
+        """
+        if self.num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {self.num_layers}")
+        num_nodes = node_species.shape[0]
+        C = self.num_tensor_features
+        dtype = edge_vectors.dtype
+
+        # Padding edges get a safe vector beyond r_max: no NaN in the gradient of |r| at r = 0, and the
+        # cutoff zeroes all they contribute.
+        safe = jnp.zeros_like(edge_vectors).at[:, 0].set(2.0 * self.r_max)
+        vectors = jnp.where(edge_mask[:, None], edge_vectors, safe)
+        lengths = jnp.linalg.norm(vectors, axis=-1)
+        cutoff = (polynomial_cutoff(lengths, self.r_max, self.cutoff_p) * edge_mask).astype(dtype)[:, None]
+        radial = bessel_basis(lengths, self.num_bessel, self.r_max)
+
+        # Two-body latent from the species pair and the radial basis.
+        one_hot = jax.nn.one_hot(node_species, self.num_species, dtype=dtype)
+        x = jnp.concatenate([one_hot[receivers], one_hot[senders], radial], axis=-1)
+        x = MLP(self.two_body_mlp, self.activation, activate_final=True, name="two_body_mlp")(x) * cutoff
+        x = self.edge_block(x, "two_body")
+        latent_size = x.shape[-1]
+
+        sh_irreps = e3nn.Irreps.spherical_harmonics(self.l_max)
+        Y = e3nn.spherical_harmonics(sh_irreps, vectors, normalize=True, normalization="component")
+        # Index of each spherical-harmonic component's l, to weight every l of every channel separately.
+        l_of_component = np.concatenate([[l] * (2 * l + 1) for l in range(self.l_max + 1)])
+
+        def weighted_harmonics(x, name):
+            w = nn.Dense(C * (self.l_max + 1), use_bias=False, name=name)(x).reshape(-1, C, self.l_max + 1)
+            return e3nn.IrrepsArray(sh_irreps, w[:, :, l_of_component] * Y.array[:, None, :])  # (E, C, dim)
+
+        V = weighted_harmonics(x, "tensor_embedding")
+        out_irreps = tensor_irreps(self.l_max, self.parity)
+        norm = 1.0 / jnp.sqrt(jnp.asarray(self.avg_num_neighbors, dtype))
+
+        for layer in range(self.num_layers):
+            env_edges = weighted_harmonics(x, f"env_weights_{layer}")
+            env = e3nn.scatter_sum(env_edges, dst=receivers, output_size=num_nodes) * norm  # (N, C, dim)
+            tp = e3nn.tensor_product(V, env[receivers], filter_ir_out=out_irreps)  # (E, C, irreps)
+            scalars = tp.filter(keep="0e").array.reshape(tp.shape[0], -1)
+            update = MLP(tuple(self.latent_mlp) + (latent_size,), self.activation, name=f"latent_mlp_{layer}")(
+                jnp.concatenate([x, scalars], axis=-1))
+            # Residual update that keeps the variance and, through the cutoff, keeps x -> 0 at r_max.
+            x = (x + update * cutoff) / jnp.sqrt(2.0).astype(dtype)
+            x = self.edge_block(x, "latent")
+            if layer < self.num_layers - 1:
+                mixed = e3nn.flax.Linear(C * out_irreps, name=f"tensor_linear_{layer}")(tp.axis_to_mul())
+                V = mixed.mul_to_axis(C)
+
+        x = self.edge_block(x, "readout")
+        # Zero-initialised output: the untrained model predicts the fitted per-species shifts exactly.
+        edge_energy = MLP(tuple(self.readout_mlp) + (1,), self.activation, zero_init_final=True,
+                          name="readout_mlp")(x)[:, 0]
+        edge_energy = edge_energy * cutoff[:, 0]
+        atom_energy = jax.ops.segment_sum(edge_energy, receivers, num_segments=num_nodes)
+
+        scale = jnp.asarray(self.species_scale if self.species_scale is not None else [1.0] * self.num_species,
+                            dtype)
+        shift = jnp.asarray(self.species_shift if self.species_shift is not None else [0.0] * self.num_species,
+                            dtype)
+        return atom_energy * scale[node_species] + shift[node_species]

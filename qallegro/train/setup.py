@@ -1,0 +1,74 @@
+"""From structures to a ready-to-train model: species, graphs, training statistics, initialised parameters.
+
+Statistics (avg_num_neighbors, per-species shift/scale) come from the training structures only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, List, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import jraph
+import numpy as np
+
+from qallegro.data.graphs import batch_and_pad, structure_to_graph
+from qallegro.data.statistics import avg_num_neighbors, fit_scale_shift, species_of
+from qallegro.data.structure import Structure
+from qallegro.models import build_model
+from qallegro.potential import edge_vectors
+
+
+@dataclasses.dataclass
+class Prepared:
+    """Everything a run needs besides the training hyperparameters."""
+
+    model: nn.Module
+    params: Any
+    model_config: Dict[str, Any]  # complete, including the data-derived fields; enough to rebuild the model
+    species: List[int]
+    train_graphs: List[jraph.GraphsTuple]
+
+
+def complete_model_config(model_config: Dict[str, Any], train: Sequence[Structure],
+                          train_graphs: Sequence[jraph.GraphsTuple], species: Sequence[int]) -> Dict[str, Any]:
+    """Add the data-derived fields (species list, num_species, avg_num_neighbors, per-species scale/shift)."""
+    stats = fit_scale_shift(train, species)
+    return dict(model_config, num_species=len(species), avg_num_neighbors=avg_num_neighbors(train_graphs),
+                species_scale=stats["scale"], species_shift=stats["shift"])
+
+
+def init_params(model: nn.Module, graph: jraph.GraphsTuple, seed: int, dtype=jnp.float32) -> Any:
+    """Initialise the model's variables on an example graph; cast to `dtype` (float64 needs jax x64)."""
+    graph = batch_and_pad([graph]) if len(graph.n_node) == 1 else graph
+    vectors = edge_vectors(jnp.asarray(graph.nodes["positions"], dtype), graph)
+    params = model.init(jax.random.PRNGKey(seed), vectors, graph.nodes["species"], graph.senders, graph.receivers,
+                        jraph.get_edge_padding_mask(graph))
+    return jax.tree.map(lambda p: p.astype(dtype), params)
+
+
+def prepare(train: Sequence[Structure], model_config: Dict[str, Any], seed: int,
+            species: Optional[Sequence[int]] = None, dtype=jnp.float32) -> Prepared:
+    """Build graphs for `train`, fit statistics, build and initialise the model.
+
+    Args:
+        train: training structures (statistics are fitted on these only).
+        model_config: hyperparameters for `qallegro.models.build_model` (must include r_max).
+        seed: PRNG seed of the initialisation.
+        species: atomic numbers the model knows (default: those in `train`).
+    """
+    if "r_max" not in model_config:
+        raise ValueError("model_config needs r_max (Å)")
+    species = sorted(species) if species is not None else species_of(train)
+    graphs = [structure_to_graph(s, model_config["r_max"], species) for s in train]
+    config = complete_model_config(model_config, train, graphs, species)
+    model = build_model(config)
+    params = init_params(model, graphs[0], seed, dtype)
+    return Prepared(model=model, params=params, model_config=config, species=list(species), train_graphs=graphs)
+
+
+def count_parameters(params: Any) -> int:
+    """Number of scalar trainable parameters."""
+    return int(sum(np.prod(p.shape) for p in jax.tree.leaves(params)))
