@@ -143,7 +143,9 @@ class Allegro(nn.Module):
         edge_energy = MLP(tuple(self.readout_mlp) + (1,), self.activation, zero_init_final=True,
                           name="readout_mlp")(x)[:, 0]
         edge_energy = edge_energy * cutoff[:, 0]
-        atom_energy = jax.ops.segment_sum(edge_energy, receivers, num_segments=num_nodes)
+        # Normalised sum (Allegro's normalize_edge_energy_sum): the energy's sensitivity to the readout bias
+        # does not grow with the number of neighbours.
+        atom_energy = jax.ops.segment_sum(edge_energy, receivers, num_segments=num_nodes) * norm
 
         scale = jnp.asarray(self.species_scale if self.species_scale is not None else [1.0] * self.num_species,
                             dtype)

@@ -161,7 +161,7 @@ def fit(model: nn.Module, params: Any, train_loader: GraphLoader, val_loader: Gr
         ckpt = restore_checkpoint(last_dir, ckpt)
         if os.path.exists(csv_path):
             with open(csv_path) as f:
-                history = [row for row in csv.DictReader(f) if int(row["epoch"]) < int(ckpt["progress"]["epoch"])]
+                history = [row for row in csv.DictReader(f) if int(row["epoch"]) <= int(ckpt["progress"]["epoch"])]
         log(f"resumed from {last_dir}: epoch {int(ckpt['progress']['epoch'])}, batch {int(ckpt['progress']['batch'])}, "
             f"step {int(ckpt['train']['step'])}")
     _write_csv(csv_path, history)

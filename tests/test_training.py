@@ -1,0 +1,67 @@
+"""Training lowers the loss, and a run stopped half way and resumed ends bit-for-bit where an uninterrupted
+run ends (epoch boundary and mid-epoch)."""
+
+import os
+
+import jax
+import numpy as np
+
+from qallegro.data.graphs import GraphLoader, structure_to_graph
+from qallegro.data.readers import read_rmd17_npz
+from qallegro.train.loop import TrainConfig, fit, init_train_state, make_steps
+from qallegro.train.setup import prepare
+
+ASPIRIN = os.path.join(os.path.dirname(__file__), "..", "experiments", "data", "rmd17_aspirin_train_01.npz")
+MODEL = dict(family="allegro", r_max=4.0, l_max=1, num_layers=1, num_tensor_features=4, two_body_mlp=[8, 16],
+             latent_mlp=[16], readout_mlp=[8])
+
+
+def setup(n_train=10, n_val=4):
+    structures = read_rmd17_npz(ASPIRIN, max_frames=n_train + n_val)
+    prepared = prepare(structures[:n_train], MODEL, seed=0)
+    val = [structure_to_graph(s, MODEL["r_max"], prepared.species) for s in structures[n_train:]]
+    return prepared, GraphLoader(prepared.train_graphs, 5, shuffle=True, seed=1), GraphLoader(val, 4, shuffle=False)
+
+
+def test_few_steps_lower_the_loss():
+    prepared, train_loader, _ = setup()
+    cfg = TrainConfig(learning_rate=2e-2, batch_size=5)
+    optimizer, train_step, _ = make_steps(prepared.model, cfg, compute_stress=False)
+    state = init_train_state(prepared.params, optimizer)
+    batch = next(train_loader.batches(0))
+    losses = []
+    for _ in range(20):
+        state, loss = train_step(state, batch)
+        losses.append(float(loss))
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def _params_equal(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_resume_is_exact(tmp_path):
+    prepared, train_loader, val_loader = setup()
+    cfg = TrainConfig(learning_rate=5e-3, batch_size=5, max_epochs=3, plateau_patience=1, seed=1)
+    quiet = lambda msg: None
+    full = fit(prepared.model, prepared.params, train_loader, val_loader, cfg, str(tmp_path / "full"), log=quiet)
+
+    # stopped at an epoch boundary, then resumed
+    half = TrainConfig(**dict(cfg.__dict__, max_epochs=1))
+    fit(prepared.model, prepared.params, train_loader, val_loader, half, str(tmp_path / "a"), log=quiet)
+    a = fit(prepared.model, prepared.params, train_loader, val_loader, cfg, str(tmp_path / "a"), resume=True,
+            log=quiet)
+    _params_equal(a["last_state"], full["last_state"])
+    _params_equal(a["best_params"], full["best_params"])
+    np.testing.assert_array_equal([float(r["val_loss"]) for r in a["history"]],
+                                  [float(r["val_loss"]) for r in full["history"]])
+
+    # stopped in the middle of an epoch by the time budget (0 minutes: after the first batch), then resumed
+    cut = TrainConfig(**dict(cfg.__dict__, max_minutes=0.0))
+    stopped = fit(prepared.model, prepared.params, train_loader, val_loader, cut, str(tmp_path / "b"), log=quiet)
+    assert int(stopped["last_state"]["step"]) == 1
+    b = fit(prepared.model, prepared.params, train_loader, val_loader, cfg, str(tmp_path / "b"), resume=True,
+            log=quiet)
+    _params_equal(b["last_state"], full["last_state"])
+    assert len(b["history"]) == 3
