@@ -389,18 +389,23 @@ def _ring_layer_body(pairs, w_layer, n: int, entangling: str):
     return pairs
 
 
-@_kernel("n", "entangling")
-def _ring_layer(pairs, w_layer, *, n: int, entangling: str):
-    """One variational layer (see ``_ring_layer_body``)."""
-    return _ring_layer_body(pairs, w_layer, n, entangling)
+@_kernel("n", "entangling", "remat")
+def _layer_kernel(pairs, w_layer, *, n: int, entangling: str, remat: bool):
+    """One variational layer (``_ring_layer_body``) as a kernel shared by every depth.
 
-
-@_kernel("n", "entangling")
-def _ring_layer_remat(pairs, w_layer, *, n: int, entangling: str):
-    """One variational layer that stores only its inputs for the backward pass and recomputes the
-    rest: memory O(B 2^n) per layer instead of per block, for large states."""
-    body = jax.checkpoint(functools.partial(_ring_layer_body, n=n, entangling=entangling))
+    With ``remat`` only the layer's input is stored for the backward pass and the rest is
+    recomputed: memory O(B 2^n) per layer instead of per block of gates (large states)."""
+    body = functools.partial(_ring_layer_body, n=n, entangling=entangling)
+    if remat:
+        body = jax.checkpoint(body)
     return body(pairs, w_layer)
+
+
+def _split_layers(weights):
+    """``weights[c, l]`` for every chunk and layer as a nested list, in one primitive (cheap eagerly)."""
+    n_chunks, depth = weights.shape[:2]
+    flat = jnp.unstack(weights.reshape((n_chunks * depth,) + weights.shape[2:]))
+    return [flat[c * depth:(c + 1) * depth] for c in range(n_chunks)]
 
 
 def _readout_gates(cfg: QDIConfig, cdt):
@@ -506,17 +511,24 @@ def _product_t(cfg: QDIConfig, rdt):
     return jnp.asarray(_PRODUCT_T[cfg.rotation], dtype=_cdt(rdt))
 
 
-def _probs_gates(cfg: QDIConfig, x, weights, remat: bool = True):
+#: Recompute layers in the backward pass (jax.checkpoint) once a state has this many amplitudes
+#: (2^22 complex pairs = 32 MiB in float32); below it storing the intermediates is cheaper.
+_REMAT_MIN_AMPLITUDES = 2**22
+
+
+def _probs_gates(cfg: QDIConfig, x, weights, remat: Optional[bool] = None):
     """``(B, 2^n)`` measurement-basis probabilities, gates path; ``x`` is ``(B, in_features)``."""
     n = cfg.n_qubits
-    layer = _ring_layer_remat if remat else _ring_layer
-    pairs = _product_start(x[:, :n], weights[0, 0], _product_t(cfg, x.dtype),
+    if remat is None:
+        remat = x.shape[0] * cfg.dim >= _REMAT_MIN_AMPLITUDES
+    layers = _split_layers(weights)
+    pairs = _product_start(x[:, :n], layers[0][0], _product_t(cfg, x.dtype),
                            entangling=cfg.entangling)
     for c in range(cfg.n_chunks):
         if c > 0:
             pairs = _encode_pairs(pairs, x[:, c * n:(c + 1) * n], cfg)
-        for l in range(1 if c == 0 else 0, cfg.depth):
-            pairs = layer(pairs, weights[c, l], n=n, entangling=cfg.entangling)
+        for w_layer in layers[c][1 if c == 0 else 0:]:
+            pairs = _layer_kernel(pairs, w_layer, n=n, entangling=cfg.entangling, remat=remat)
     return _probs_kernel(_readout_pairs(pairs, cfg))
 
 
@@ -530,13 +542,14 @@ def _probs_kernel(pairs):
 # --------------------------------------------------------------------------------------------
 
 
-def _chunk_columns(cfg: QDIConfig, weights, chunk: int, fold_encoding: bool, fold_readout: bool):
-    """``U e_j`` for every basis vector ``e_j`` as a real-pair array ``(2^n [j], 2^n [s], 2)``."""
+def _chunk_columns(cfg: QDIConfig, w_layers, fold_encoding: bool, fold_readout: bool):
+    """``U e_j`` for every basis vector ``e_j`` as a real-pair array ``(2^n [j], 2^n [s], 2)``;
+    ``w_layers`` are the chunk's per-layer weights."""
     n = cfg.n_qubits
-    t = _product_t(cfg, weights.dtype) if fold_encoding else None
-    cols = _encoded_identity(weights[chunk, 0], t, n=n)
-    for l in range(cfg.depth):
-        cols = _ring_layer(cols, weights[chunk, l], n=n, entangling=cfg.entangling)
+    t = _product_t(cfg, w_layers[0].dtype) if fold_encoding else None
+    cols = _encoded_identity(w_layers[0], t, n=n)
+    for w_layer in w_layers:
+        cols = _layer_kernel(cols, w_layer, n=n, entangling=cfg.entangling, remat=False)
     if fold_readout:
         cols = _readout_pairs(cols, cfg)
     return cols
@@ -565,7 +578,7 @@ def chunk_unitary(config: QDIConfig, weights, chunk: int, *, fold_encoding: bool
     """
     weights = jnp.asarray(weights)
     weights = weights.astype(sim.real_dtype(weights))
-    cols = _chunk_columns(config, weights, chunk, fold_encoding, fold_readout)
+    cols = _chunk_columns(config, _split_layers(weights)[chunk], fold_encoding, fold_readout)
     return jax.lax.complex(cols[..., 0], cols[..., 1]).T  # cols[j, s] = U[s, j]
 
 
@@ -593,10 +606,11 @@ def _probs_fused(cfg: QDIConfig, x, weights):
     """``(B, 2^n)`` measurement-basis probabilities, fused path; ``x`` is ``(B, in_features)``."""
     n = cfg.n_qubits
     last = cfg.n_chunks - 1
-    pairs = _fused_first(x[:, :n], _chunk_columns(cfg, weights, 0, True, last == 0))
+    layers = _split_layers(weights)
+    pairs = _fused_first(x[:, :n], _chunk_columns(cfg, layers[0], True, last == 0))
     for c in range(1, cfg.n_chunks):
         pairs = _encode_pairs(pairs, x[:, c * n:(c + 1) * n], cfg)
-        pairs = _fused_apply(pairs, _chunk_columns(cfg, weights, c, False, c == last))
+        pairs = _fused_apply(pairs, _chunk_columns(cfg, layers[c], False, c == last))
     return _probs_kernel(pairs)
 
 
