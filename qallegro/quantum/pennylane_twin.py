@@ -123,6 +123,8 @@ def to_openqasm(config: QDIConfig, inputs, weights, *, precision: Optional[int] 
     """
     if np.ndim(inputs) != 1:
         raise ValueError(f"to_openqasm exports one circuit: inputs must be 1-D, got {np.shape(inputs)}")
+    import pennylane as qml
+
     tape = qdi_tape(config, inputs, weights, decompose_templates=True)
-    return tape.to_openqasm(wires=list(range(config.n_qubits)), rotations=True,
-                            measure_all=measure_all, precision=precision)
+    return qml.to_openqasm(tape, wires=list(range(config.n_qubits)), rotations=True,
+                           measure_all=measure_all, precision=precision)
