@@ -58,7 +58,9 @@ def run_training(cfg: Dict[str, Any], out: str, seed: int = 0, resume: bool = Fa
     from qallegro.data.readers import read_structures
     from qallegro.data.splits import train_val_split
     from qallegro.plots import learning_curve, parity_plot
-    from qallegro.train.loop import TrainConfig, evaluate, fit, write_json
+    from qallegro.data.statistics import refit_shift
+    from qallegro.models import build_model
+    from qallegro.train.loop import TrainConfig, evaluate, fit, make_steps, write_json
     from qallegro.train.setup import count_parameters, prepare
 
     t0 = time.perf_counter()
@@ -69,7 +71,7 @@ def run_training(cfg: Dict[str, Any], out: str, seed: int = 0, resume: bool = Fa
     dtype = jnp.float64 if cfg.get("dtype") == "float64" else jnp.float32
     prepared = prepare(train, cfg["model"], seed=seed, dtype=dtype)
     r_max = prepared.model_config["r_max"]
-    tcfg = TrainConfig.from_dict(dict(cfg["training"], seed=seed))
+    tcfg = TrainConfig.from_dict({**{k: v for k, v in cfg["training"].items() if k != "refit_shift"}, "seed": seed})
     val_graphs = [structure_to_graph(s, r_max, prepared.species) for s in val]
     train_loader = GraphLoader(prepared.train_graphs, tcfg.batch_size, shuffle=True, seed=seed)
     val_loader = GraphLoader(val_graphs, tcfg.eval_batch_size, shuffle=False)
@@ -87,6 +89,18 @@ def run_training(cfg: Dict[str, Any], out: str, seed: int = 0, resume: bool = Fa
                  compute_stress=compute_stress, log=log)
     params = result["best_params"]
     eval_step = result["eval_step"]
+    if cfg["training"].get("refit_shift", True):
+        # Closed-form refit of the per-species energy shifts on the training residuals (see refit_shift).
+        train_eval = GraphLoader(prepared.train_graphs, tcfg.eval_batch_size, shuffle=False)
+        _, train_pred = evaluate(eval_step, params, train_eval, tcfg, return_predictions=True)
+        new_shift = refit_shift(train, prepared.species, train_pred["energy_pred"],
+                                prepared.model_config["species_shift"])
+        prepared.model_config["species_shift"] = new_shift
+        eval_step = make_steps(build_model(prepared.model_config), tcfg, compute_stress)[2]
+        log(f"per-species energy shifts refitted on the training residuals: {[round(x, 4) for x in new_shift]} eV")
+        with open(os.path.join(out, "config.json"), "w") as f:
+            json.dump({"config": cfg, "model_config": prepared.model_config, "species": prepared.species,
+                       "seed": seed}, f, indent=2)
     val_metrics = evaluate(eval_step, params, val_loader, tcfg)
     test_metrics, predictions = {}, None
     if test:
