@@ -10,7 +10,7 @@ from scipy.spatial.transform import Rotation
 
 from qallegro.data.structure import make_structure
 
-from conftest import predict, random_crystal, random_molecule, small_model
+from allegro_helpers import predict, random_crystal, random_molecule, small_model
 
 SPECIES = [1, 6, 8]
 

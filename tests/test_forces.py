@@ -8,7 +8,7 @@ import pytest
 from qallegro.data.graphs import structure_to_graph
 from qallegro.data.structure import make_structure
 
-from conftest import predict, random_crystal, random_molecule, small_model
+from allegro_helpers import predict, random_crystal, random_molecule, small_model
 
 SPECIES = [1, 6, 8]
 
