@@ -307,17 +307,6 @@ def _z_phase(x_chunk, n_qubits, cdtype):
     return flat.reshape(flat.shape[:-1] + (2,) * n_qubits)
 
 
-def _readout_basis_change(state, cfg: QDIConfig):
-    """Readout cascade, then the basis change that turns the measured Pauli into Z."""
-    n = cfg.n_qubits
-    state = _apply_cnots(state, readout_cascade(n, cfg.measurement_mode), n, use_perm=True)
-    v = _BASIS_CHANGE[cfg.measure]
-    if v is not None:
-        for w in cfg.measured_wires:
-            state = sim.apply_1q(state, v, w, n)
-    return state
-
-
 # --------------------------------------------------------------------------------------------
 # Gates path.
 # --------------------------------------------------------------------------------------------
@@ -619,9 +608,6 @@ def _probs_fused(cfg: QDIConfig, x, weights):
 # --------------------------------------------------------------------------------------------
 
 _METHOD_CACHE: dict = {}
-#: Largest n for the deterministic fallback choice of the fused path (measured on a 2-core CPU:
-#: fused wins clearly up to 8 qubits at depth 4; see experiments/results/quantum_benchmark.md).
-HEURISTIC_FUSED_MAX_QUBITS = 8
 _TUNE_MAX_BATCH = 2048
 
 
@@ -631,12 +617,16 @@ def clear_method_cache() -> None:
 
 
 def heuristic_method(config: QDIConfig) -> str:
-    """Deterministic choice without timing: ``"fused"`` iff the matrix product costs fewer flops
-    than about ``8`` passes of the gates path per layer, i.e. ``n_qubits <= 8`` at depth 4 (the
-    crossover measured on CPU), scaling the threshold with ``log2(depth)``."""
+    """Deterministic choice without timing, from a cost model fitted to CPU measurements.
+
+    Per amplitude and chunk the fused path does ``~2^n`` multiply-adds at GEMM speed, the gates
+    path ``~depth * n`` block-gate operations at memory speed, about 16 times slower each; so
+    ``"fused"`` iff ``2^n <= 16 * depth * n``: up to 9 qubits at depth 4. On the 2-core CPU of
+    ``experiments/results/quantum_benchmark.md`` (depth 4) fused is 2-4x faster at 8 qubits
+    and 3.5x slower at 12. Above :data:`FUSED_MAX_QUBITS` always ``"gates"``.
+    """
     if config.n_qubits > FUSED_MAX_QUBITS:
         return "gates"
-    # fused costs ~ 2^n per amplitude per chunk, gates ~ c * depth * n; c ~ 2 on CPU.
     fused_cost = 2.0**config.n_qubits
     gates_cost = 16.0 * config.depth * config.n_qubits
     return "fused" if fused_cost <= gates_cost else "gates"
