@@ -38,7 +38,7 @@ def test_apply_matches_functional_and_shapes():
         @nn.compact
         def __call__(self, h):
             angles = math.pi * jnp.tanh(nn.Dense(4)(h))
-            return nn.Dense(1)(QDI(n_qubits=4, depth=1, method="gates")(angles))
+            return nn.Dense(1)(QDI(n_qubits=4, depth=2, measurement_mode="even", method="fused")(angles))
 
     head = Head()
     h = jnp.ones((7, 5))
