@@ -1,6 +1,7 @@
 """The model registry: one place that maps a family name and its hyperparameters to a flax module.
 
-Families: ``allegro`` (issue 2). The variants ``allegro-mlp`` and ``allegro-qdi`` register here too.
+Families: ``allegro`` (Musaelian et al. 2023) and the seed paper's variants ``allegro-mlp`` (extra classical MLP
+block) and ``allegro-qdi`` (quantum depth-infused hybrid block), see qallegro.nn.variants.
 A model config is a plain dict (YAML-friendly), e.g.
     {"family": "allegro", "r_max": 5.0, "l_max": 2, "num_layers": 2, ...}
 Data-derived fields (num_species, avg_num_neighbors, species_scale, species_shift) are filled in from the
@@ -14,8 +15,10 @@ from typing import Any, Callable, Dict
 import flax.linen as nn
 
 from qallegro.nn.allegro import Allegro
+from qallegro.nn.variants import AllegroMLP, AllegroQDI
 
-MODEL_FAMILIES: Dict[str, Callable[..., nn.Module]] = {"allegro": Allegro}
+MODEL_FAMILIES: Dict[str, Callable[..., nn.Module]] = {
+    "allegro": Allegro, "allegro-mlp": AllegroMLP, "allegro-qdi": AllegroQDI}
 
 
 def register_model(name: str, constructor: Callable[..., nn.Module]) -> None:

@@ -37,18 +37,21 @@ def edge_vectors(positions: jnp.ndarray, graph: jraph.GraphsTuple, strain: jnp.n
 
 
 def graph_energies(model: nn.Module, params: Any, positions: jnp.ndarray, graph: jraph.GraphsTuple,
-                   strain: jnp.ndarray = None) -> jnp.ndarray:
-    """(G,) total energy per graph in eV (padding graphs get 0)."""
+                   strain: jnp.ndarray = None, rng: jnp.ndarray = None) -> jnp.ndarray:
+    """(G,) total energy per graph in eV (padding graphs get 0). `rng`: PRNG key for stochastic models
+    (allegro-qdi with finite shots), passed as the "shots" rng collection."""
     vectors = edge_vectors(positions, graph, strain)
     edge_mask = jraph.get_edge_padding_mask(graph)
     node_mask = jraph.get_node_padding_mask(graph)
-    atom_energy = model.apply(params, vectors, graph.nodes["species"], graph.senders, graph.receivers, edge_mask)
+    rngs = None if rng is None else {"shots": rng}
+    atom_energy = model.apply(params, vectors, graph.nodes["species"], graph.senders, graph.receivers, edge_mask,
+                              rngs=rngs)
     atom_energy = jnp.where(node_mask, atom_energy, 0.0)
     return jax.ops.segment_sum(atom_energy, node_graph_index(graph), num_segments=graph.n_node.shape[0])
 
 
 def energy_forces_stress(model: nn.Module, params: Any, graph: jraph.GraphsTuple,
-                         compute_stress: bool = True) -> Dict[str, jnp.ndarray]:
+                         compute_stress: bool = True, rng: jnp.ndarray = None) -> Dict[str, jnp.ndarray]:
     """Energies, forces and (for periodic graphs) stresses of a padded batch.
 
     Args:
@@ -56,6 +59,7 @@ def energy_forces_stress(model: nn.Module, params: Any, graph: jraph.GraphsTuple
         params: its variables.
         graph: padded GraphsTuple (see qallegro.data.graphs).
         compute_stress: also differentiate with respect to strain.
+        rng: PRNG key, needed only by stochastic models (finite-shot QDI).
     Returns:
         {"energy": (G,) eV, "forces": (N, 3) eV/Å, "stress": (G, 3, 3) eV/Å^3 (zero for graphs without a
         periodic cell)}.
@@ -65,7 +69,7 @@ def energy_forces_stress(model: nn.Module, params: Any, graph: jraph.GraphsTuple
     strain = jnp.zeros((n_graph, 3, 3), positions.dtype)
 
     def total_energy(positions, strain):
-        energies = graph_energies(model, params, positions, graph, strain if compute_stress else None)
+        energies = graph_energies(model, params, positions, graph, strain if compute_stress else None, rng)
         return energies.sum(), energies
 
     (_, energies), (dE_dr, dE_deps) = jax.value_and_grad(total_energy, argnums=(0, 1), has_aux=True)(

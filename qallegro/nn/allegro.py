@@ -72,10 +72,21 @@ class Allegro(nn.Module):
     species_shift: Optional[Sequence[float]] = None
     activation: str = "silu"
 
-    def edge_block(self, x, position: str):
-        """Hook for the variants (allegro-mlp, allegro-qdi): maps the edge latent (E, d) -> (E, d) at
-        `position` in {"two_body", "latent", "readout"}. Identity for plain Allegro."""
-        return x
+    #: Where a variant's extra block acts on the edge latent: "two_body" (after the two-body MLP), "latent"
+    #: (after every layer's latent update, one block per layer) or "readout" (before the readout MLP);
+    #: None for plain Allegro.
+    block_position: Optional[str] = None
+
+    def edge_block(self, x: jnp.ndarray, name: str) -> jnp.ndarray:
+        """The variants' extra block: (E, d) invariant edge latent -> (E, d) residual update. Subclasses
+        (qallegro.nn.variants) define it; plain Allegro has none."""
+        raise NotImplementedError(f"{type(self).__name__} defines no edge block")
+
+    def _maybe_block(self, x, cutoff, position: str, index: int = 0):
+        if self.block_position is None or position != self.block_position:
+            return x
+        # Residual and multiplied by the cutoff, so the latent still vanishes smoothly at r_max.
+        return x + cutoff * self.edge_block(x, f"{position}_block_{index}")
 
     @nn.compact
     def __call__(self, edge_vectors: jnp.ndarray, node_species: jnp.ndarray, senders: jnp.ndarray,
@@ -108,7 +119,9 @@ class Allegro(nn.Module):
         one_hot = jax.nn.one_hot(node_species, self.num_species, dtype=dtype)
         x = jnp.concatenate([one_hot[receivers], one_hot[senders], radial], axis=-1)
         x = MLP(self.two_body_mlp, self.activation, activate_final=True, name="two_body_mlp")(x) * cutoff
-        x = self.edge_block(x, "two_body")
+        if self.block_position not in (None, "two_body", "latent", "readout"):
+            raise ValueError(f"block_position must be two_body, latent or readout, got {self.block_position!r}")
+        x = self._maybe_block(x, cutoff, "two_body")
         latent_size = x.shape[-1]
 
         sh_irreps = e3nn.Irreps.spherical_harmonics(self.l_max)
@@ -133,12 +146,12 @@ class Allegro(nn.Module):
                 jnp.concatenate([x, scalars], axis=-1))
             # Residual update that keeps the variance and, through the cutoff, keeps x -> 0 at r_max.
             x = (x + update * cutoff) / jnp.sqrt(2.0).astype(dtype)
-            x = self.edge_block(x, "latent")
+            x = self._maybe_block(x, cutoff, "latent", layer)
             if layer < self.num_layers - 1:
                 mixed = e3nn.flax.Linear(C * out_irreps, name=f"tensor_linear_{layer}")(tp.axis_to_mul())
                 V = mixed.mul_to_axis(C)
 
-        x = self.edge_block(x, "readout")
+        x = self._maybe_block(x, cutoff, "readout")
         # Zero-initialised output: the untrained model predicts the fitted per-species shifts exactly.
         edge_energy = MLP(tuple(self.readout_mlp) + (1,), self.activation, zero_init_final=True,
                           name="readout_mlp")(x)[:, 0]

@@ -70,15 +70,18 @@ def make_steps(model: nn.Module, cfg: TrainConfig, compute_stress: bool):
     eval_step(params, graph) -> (error sums, predictions).
     """
     optimizer = make_optimizer(cfg.learning_rate, cfg.clip_norm)
+    stochastic = getattr(model, "shots", None) is not None  # finite-shot QDI: a fresh key per step
+    base_key = jax.random.PRNGKey(cfg.seed)
 
-    def loss_fn(params, graph):
-        pred = energy_forces_stress(model, params, graph, compute_stress=compute_stress)
+    def loss_fn(params, graph, rng):
+        pred = energy_forces_stress(model, params, graph, compute_stress=compute_stress, rng=rng)
         sums = error_sums(pred, graph)
         return weighted_loss(sums, cfg.energy_weight, cfg.forces_weight, cfg.stress_weight), sums
 
     @jax.jit
     def train_step(state, graph):
-        (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], graph)
+        rng = jax.random.fold_in(base_key, state["step"]) if stochastic else None
+        (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], graph, rng)
         updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
         params = jax.tree.map(lambda p, u: p + u, state["params"], updates)
         ema = ema_update(state["ema_params"], params, cfg.ema_decay, state["step"].astype(jnp.float32))
@@ -86,7 +89,8 @@ def make_steps(model: nn.Module, cfg: TrainConfig, compute_stress: bool):
 
     @jax.jit
     def eval_step(params, graph):
-        pred = energy_forces_stress(model, params, graph, compute_stress=compute_stress)
+        rng = jax.random.fold_in(base_key, 2**31 - 1) if stochastic else None
+        pred = energy_forces_stress(model, params, graph, compute_stress=compute_stress, rng=rng)
         return error_sums(pred, graph), pred
 
     return optimizer, train_step, eval_step

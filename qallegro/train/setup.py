@@ -44,7 +44,8 @@ def init_params(model: nn.Module, graph: jraph.GraphsTuple, seed: int, dtype=jnp
     """Initialise the model's variables on an example graph; cast to `dtype` (float64 needs jax x64)."""
     graph = batch_and_pad([graph]) if len(graph.n_node) == 1 else graph
     vectors = edge_vectors(jnp.asarray(graph.nodes["positions"], dtype), graph)
-    params = model.init(jax.random.PRNGKey(seed), vectors, graph.nodes["species"], graph.senders, graph.receivers,
+    params_key, shots_key = jax.random.split(jax.random.PRNGKey(seed))
+    params = model.init({"params": params_key, "shots": shots_key}, vectors, graph.nodes["species"], graph.senders, graph.receivers,
                         jraph.get_edge_padding_mask(graph))
     return jax.tree.map(lambda p: p.astype(dtype), params)
 
