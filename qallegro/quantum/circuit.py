@@ -27,8 +27,13 @@ chunk on. This is a property of the definition, kept as is.
 
 Two simulation paths give the same numbers (tests check both against PennyLane):
 
-* ``"gates"`` applies every gate to the batched state, ``O(batch * depth * n * 2^n)`` work, and
-  is the only choice for large ``n`` (memory ``O(batch * 2^n)``).
+* ``"gates"`` applies the gates to the batched state, ``O(batch * depth * n * 2^n)`` work, and
+  is the only choice for large ``n`` (memory ``O(batch * 2^n)``). The state is a real array of
+  (re, im) pairs; H, the first encoding and the first layer's rotations act on a product state
+  and are applied to ``n`` two-component vectors before expanding; each further layer's rotations
+  are a few small real GEMMs on blocks of up to 4 wires
+  (:func:`~qallegro.quantum.simulator.apply_product_pairs`) and its CNOT ring one gather; for
+  large states each layer is recomputed in the backward pass instead of stored.
 * ``"fused"`` multiplies each chunk's data-independent part into one ``2^n x 2^n`` matrix, built by
   running the gates on the identity, and applies it to the batch as one real matrix product
   (``O(batch * 4^n)`` work at GEMM speed). Three refinements make it fast:
