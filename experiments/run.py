@@ -2,6 +2,7 @@
 
 Commands (training is the default when no command is given):
   train            train and evaluate a model on a dataset
+  compare          allegro, allegro-mlp, allegro-qdi under identical data and budget: errors, size, speed
   analyze-circuit  analyses of the QDI circuit (Fourier, Fisher information, ZX, QASM)
 """
 
@@ -15,6 +16,7 @@ from typing import List, Optional
 # command -> module with add_arguments(parser) and main(args) -> int
 COMMANDS = {
     "train": ("experiments.train", "train and evaluate a model on a dataset (default command)"),
+    "compare": ("experiments.compare", "train allegro and its variants under one budget and compare them"),
     "analyze-circuit": ("experiments.analyze_circuit", "analyse the QDI circuit: Fourier, Fisher, ZX, QASM"),
 }
 

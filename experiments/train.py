@@ -129,3 +129,32 @@ def run_training(cfg: Dict[str, Any], out: str, seed: int = 0, resume: bool = Fa
     }
     write_json(os.path.join(out, "results.json"), results)
     return results
+
+
+def load_run(out: str):
+    """A finished run's (model, best EMA params, model_config, species) from its config.json and
+    checkpoints/best.
+
+    Raises:
+        FileNotFoundError: `out` holds no finished run.
+    """
+    import jax.numpy as jnp
+
+    from qallegro.data.graphs import structure_to_graph
+    from qallegro.data.structure import make_structure
+    from qallegro.models import build_model
+    from qallegro.train.checkpoint import restore_checkpoint
+    from qallegro.train.setup import init_params
+
+    path = os.path.join(out, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no run in {out} (missing config.json)")
+    with open(path) as f:
+        saved = json.load(f)
+    model_config, species = saved["model_config"], saved["species"]
+    model = build_model(model_config)
+    dtype = jnp.float64 if saved["config"].get("dtype") == "float64" else jnp.float32
+    probe = make_structure([species[0], species[-1]], [[0, 0, 0], [1.0, 0, 0]])
+    template = init_params(model, structure_to_graph(probe, model_config["r_max"], species), 0, dtype)
+    params = restore_checkpoint(os.path.join(out, "checkpoints", "best"), template)
+    return model, params, model_config, species
