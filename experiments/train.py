@@ -81,9 +81,13 @@ def run_training(cfg: Dict[str, Any], out: str, seed: int = 0, resume: bool = Fa
         f"avg_num_neighbors {prepared.model_config['avg_num_neighbors']:.2f}; {n_params} parameters; "
         f"devices {jax.devices()}; data prepared in {time.perf_counter() - t0:.1f} s")
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "config.json"), "w") as f:
-        json.dump({"config": cfg, "model_config": prepared.model_config, "species": prepared.species, "seed": seed},
-                  f, indent=2)
+
+    def save_config():  # everything load_run needs to rebuild the model
+        with open(os.path.join(out, "config.json"), "w") as f:
+            json.dump({"config": cfg, "model_config": prepared.model_config, "species": prepared.species,
+                       "seed": seed}, f, indent=2)
+
+    save_config()
 
     result = fit(prepared.model, prepared.params, train_loader, val_loader, tcfg, out, resume=resume,
                  compute_stress=compute_stress, log=log)
@@ -98,9 +102,7 @@ def run_training(cfg: Dict[str, Any], out: str, seed: int = 0, resume: bool = Fa
         prepared.model_config["species_shift"] = new_shift
         eval_step = make_steps(build_model(prepared.model_config), tcfg, compute_stress)[2]
         log(f"per-species energy shifts refitted on the training residuals: {[round(x, 4) for x in new_shift]} eV")
-        with open(os.path.join(out, "config.json"), "w") as f:
-            json.dump({"config": cfg, "model_config": prepared.model_config, "species": prepared.species,
-                       "seed": seed}, f, indent=2)
+        save_config()
     val_metrics = evaluate(eval_step, params, val_loader, tcfg)
     test_metrics, predictions = {}, None
     if test:
