@@ -93,9 +93,13 @@ def main(args: argparse.Namespace) -> int:
     for name in selected:
         t0 = time.perf_counter()
         if name == "fourier":
-            r = analysis.run_fourier(cfg, weights, args.out, n_samples=args.fourier_samples,
-                                     seed=args.seed, degree=args.fourier_degree)
-            results[name] = {"power_per_total_degree_output0": r["power_per_total_degree"][0]}
+            try:
+                r = analysis.run_fourier(cfg, weights, args.out, n_samples=args.fourier_samples,
+                                         seed=args.seed, degree=args.fourier_degree)
+            except ValueError as err:  # the frequency grid is too large: skip, say why, go on
+                results[name] = {"skipped": str(err)}
+            else:
+                results[name] = {"power_per_total_degree_output0": r["power_per_total_degree"][0]}
         elif name == "fisher":
             r = analysis.run_fisher(cfg, weights, args.out, n_inputs=args.fisher_inputs,
                                     max_depth=args.fisher_max_depth, n_draws=args.fisher_draws,

@@ -81,8 +81,8 @@ def _run_qasm(text, n):
 
 
 def test_qasm_export_reproduces_expectations():
-    cfg = QDIConfig(n_qubits=3, depth=2, in_features=6, rotation="X", measure="Y",
-                    measurement_mode="single")
+    cfg = QDIConfig(n_qubits=3, depth=2, in_features=6, rotation="X", entangling="basic",
+                    measure="Y", measurement_mode="single")
     w = RNG.uniform(0, 2 * np.pi, cfg.weight_shape)
     x = RNG.uniform(-np.pi, np.pi, cfg.in_features)
     text = to_openqasm(cfg, x, w, precision=14)

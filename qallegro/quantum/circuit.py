@@ -23,7 +23,9 @@ QDI layer, used as the hybrid layer of Laskaris et al., arXiv:2602.16908):
 
 Note that ``H`` then ``RX`` leaves ``|+>`` invariant up to a global phase, so with
 ``rotation="X"`` the first chunk's data has no effect on the expectations; it acts from the second
-chunk on. This is a property of the definition, kept as is.
+chunk on. With ``entangling="basic"`` as well (RX layers and CNOTs also keep ``|+...+>``) the
+circuit ignores its inputs and weights altogether. These are properties of the definition, kept
+as they are.
 
 Two simulation paths give the same numbers (tests check both against PennyLane):
 

@@ -37,7 +37,7 @@ def qdi_ops(config: QDIConfig, inputs: Any, weights: Any, *, decompose_templates
     import pennylane as qml
 
     n = config.n_qubits
-    wires = list(range(n))
+    wires = qml.wires.Wires(range(n))
     rot = getattr(qml, _ROT_NAMES[config.rotation])
     for w in wires:
         qml.Hadamard(wires=w)
