@@ -19,6 +19,7 @@ from qallegro.quantum.circuit import (
     qdi_probabilities,
     qdi_state,
     qdi_weight_shape,
+    readout_cascade,
     select_method,
 )
 
@@ -107,6 +108,7 @@ def test_pauli_expectations_match_dense():
 # ------------------------------------------------------------------ circuit invariants
 @pytest.mark.parametrize("method", ["fused", "gates"])
 def test_fused_and_gates_agree_at_8_qubits(method):
+    # float32, against the gate-by-gate reference state (itself equal to PennyLane's)
     cfg = QDIConfig(n_qubits=8, depth=3, in_features=16, rotation="Y", measure="X")
     x = RNG.uniform(-3, 3, (5, 16)).astype(np.float32)
     w = RNG.uniform(0, 6, cfg.weight_shape).astype(np.float32)
@@ -117,14 +119,23 @@ def test_fused_and_gates_agree_at_8_qubits(method):
 
 
 def test_norm_stays_one():
-    for cfg in (QDIConfig(5, 2, 10, "X", "strong"), QDIConfig(3, 2, 6, "Z", "basic", "Z", "single")):
-        x = RNG.uniform(-3, 3, (4, cfg.in_features)).astype(np.float32)
+    # shapes as in test_quantum_pennylane (batch 2^n) so compiled kernels are reused
+    for cfg in (QDIConfig(4, 2, 8, "X", "strong"), QDIConfig(3, 2, 6, "Z", "basic", "Z", "single")):
+        x = RNG.uniform(-3, 3, (cfg.dim, cfg.in_features)).astype(np.float32)
         w = RNG.uniform(0, 6, cfg.weight_shape).astype(np.float32)
         np.testing.assert_allclose(np.asarray(sim.state_norm(qdi_state(cfg, x, w), cfg.n_qubits)),
                                    1.0, atol=1e-5)
+        # float32 expectations of both fast paths against the gate-by-gate reference state
+        ref = qdi_state(cfg, x, w)
+        for c, t in readout_cascade(cfg.n_qubits, cfg.measurement_mode):
+            ref = sim.apply_cnot(ref, c, t, cfg.n_qubits)
+        want = sim.expval_pauli(ref, cfg.measure, cfg.measured_wires, cfg.n_qubits)
+        for method in ("fused", "gates"):
+            np.testing.assert_allclose(np.asarray(qdi_expectations(cfg, x, w, method=method)),
+                                       np.asarray(want), atol=2e-5)
         for method in ("fused", "gates"):
             p = qdi_probabilities(cfg, x, w, method=method)
-            assert p.shape == (4, cfg.dim) and float(jnp.min(p)) >= 0.0
+            assert p.shape == (cfg.dim, cfg.dim) and float(jnp.min(p)) >= 0.0
             np.testing.assert_allclose(np.asarray(p.sum(-1)), 1.0, atol=1e-5)
     # the fused matrices are unitary (without the non-unitary encoding fold)
     cfg = QDIConfig(4, 4)
@@ -152,6 +163,8 @@ def test_jit_vmap_grad_compose():
         f = lambda xx, ww: qdi_expectations(cfg, xx, ww, method=method)  # noqa: E731
         eager = f(x, ws[0])
         np.testing.assert_allclose(np.asarray(jax.jit(f)(x, ws[0])), np.asarray(eager), atol=1e-6)
+        if method != "fused":
+            continue  # vmap and autodiff go through the same kernels for both paths
         # vmap over samples (no batch axis inside) and over weight sets
         per_sample = jax.vmap(f, in_axes=(0, None))(x, ws[0])
         np.testing.assert_allclose(np.asarray(per_sample), np.asarray(eager), atol=1e-6)
@@ -169,8 +182,6 @@ def test_jit_vmap_grad_compose():
             dw = jnp.zeros_like(w64).at[1, 0, 1, 1].set(eps)
             fd = (loss(x64, w64 + dw) - loss(x64, w64 - dw)) / (2 * eps)
             np.testing.assert_allclose(float(gw[1, 0, 1, 1]), float(fd), atol=1e-7)
-            if method != "fused":
-                continue
             # second derivatives (forces of a hybrid potential need grad-of-grad), fwd and rev
             h_fwd = jax.jit(jax.jacfwd(jax.grad(loss), argnums=0))(x64[:1], w64)
             h_rev = jax.jit(jax.jacrev(jax.grad(loss), argnums=0))(x64[:1], w64)
