@@ -4,6 +4,8 @@ Commands (training is the default when no command is given):
   train            train and evaluate a model on a dataset
   compare          allegro, allegro-mlp, allegro-qdi under identical data and budget: errors, size, speed
   analyze-circuit  analyses of the QDI circuit (Fourier, Fisher information, ZX, QASM)
+  hpo              multi-objective hyperparameter search (forces MAE vs inference time) on Optuna
+  md               molecular dynamics with a trained potential (jax-md, NVE / NVT)
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ COMMANDS = {
     "train": ("experiments.train", "train and evaluate a model on a dataset (default command)"),
     "compare": ("experiments.compare", "train allegro and its variants under one budget and compare them"),
     "analyze-circuit": ("experiments.analyze_circuit", "analyse the QDI circuit: Fourier, Fisher, ZX, QASM"),
+    "hpo": ("experiments.hpo", "multi-objective hyperparameter search: forces MAE vs inference time"),
+    "md": ("experiments.md", "molecular dynamics with a trained potential (jax-md; NVE or Langevin NVT)"),
 }
 
 
