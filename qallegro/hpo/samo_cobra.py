@@ -1,0 +1,335 @@
+"""SAMO-COBRA as an Optuna sampler.
+
+SAMO-COBRA (de Winter, van Stein, Bäck: "SAMO-COBRA: A fast surrogate assisted constrained multi-objective
+optimization algorithm", EMO 2021, LNCS 12654) for expensive, few-evaluation problems:
+
+1. an initial space-filling design (Latin hypercube or scrambled Halton, d + 1 points by default);
+2. every iteration: one RBF surrogate per objective and per constraint, fitted on all evaluated points in the
+   unit box, each with the kernel (and output transform: none or plog) that predicts best in k-fold
+   cross-validation;
+3. infill: the point that maximises the predicted hypervolume improvement of the current Pareto front (PHV;
+   or SMS, the same with an additive epsilon margin), subject to predicted feasibility and to a distance
+   requirement to every evaluated point that cycles through a shrinking list (global steps, then local ones);
+   candidates dominated by the front are ranked by how far they are from it (so the search always has a
+   direction); the best of many candidates is refined with COBYLA;
+4. one evaluation per iteration.
+
+Integer and categorical parameters live in the continuous box and are rounded (see qallegro.hpo.space); the
+surrogates are evaluated at the rounded point, and a configuration that was already evaluated, is running, or
+failed is never proposed again. Everything is a deterministic function of (seed, trial number, study history),
+so a study is reproducible and several workers can share one Optuna storage (running trials of other workers
+count as evaluated for the distance requirement).
+
+Hypervolumes come from Optuna (optuna._hypervolume), the RBFs from scipy.interpolate.RBFInterpolator, the
+design from scipy.stats.qmc, the local optimiser from scipy.optimize.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import optuna
+from optuna._hypervolume import compute_hypervolume
+from optuna.distributions import BaseDistribution
+from optuna.samplers import BaseSampler, RandomSampler
+from optuna.samplers._base import _CONSTRAINTS_KEY, _process_constraints_after_trial
+from optuna.search_space import IntersectionSearchSpace
+from optuna.study import Study, StudyDirection
+from optuna.study._multi_objective import _is_pareto_front
+from optuna.trial import FrozenTrial, TrialState
+from scipy.interpolate import RBFInterpolator
+from scipy.optimize import minimize
+from scipy.stats import qmc
+
+from qallegro.hpo.space import from_unit, snap, snap_array, to_unit
+
+# Polyharmonic kernels: free of a shape parameter, so no length scale has to be tuned per problem.
+DEFAULT_KERNELS = ("cubic", "thin_plate_spline", "quintic", "linear")
+# COBRA's cycle of distance requirements (fractions of the unit box side): global, then ever more local.
+DEFAULT_DISTANCES = (0.3, 0.05, 0.001, 0.0005, 0.0)
+
+
+def plog(y: np.ndarray) -> np.ndarray:
+    """SAMO-COBRA's output transform plog(y) = sign(y) ln(1 + |y|): tames objectives spanning decades."""
+    return np.sign(y) * np.log1p(np.abs(y))
+
+
+def plog_inverse(z: np.ndarray) -> np.ndarray:
+    return np.sign(z) * np.expm1(np.abs(z))
+
+
+class Surrogate:
+    """An RBF model of one output over the unit box, with kernel and transform chosen by k-fold validation.
+
+    Args:
+        X: (n, d) points in [0, 1]^d, unique rows.
+        y: (n,) values.
+        kernels: candidate RBF kernels (scipy names).
+        folds: number of cross-validation folds (<= n).
+    """
+
+    def __init__(self, X: np.ndarray, y: np.ndarray, kernels: Sequence[str] = DEFAULT_KERNELS, folds: int = 5):
+        self.kernel, self.transform = self._select(X, y, kernels, folds)
+        z = plog(y) if self.transform == "plog" else y
+        self._rbf = RBFInterpolator(X, z, kernel=self.kernel, degree=1)
+
+    @staticmethod
+    def _fit_predict(X, y, Xq, kernel, transform):
+        z = plog(y) if transform == "plog" else y
+        out = RBFInterpolator(X, z, kernel=kernel, degree=1)(Xq)
+        return plog_inverse(out) if transform == "plog" else out
+
+    def _select(self, X, y, kernels, folds) -> Tuple[str, str]:
+        n = len(X)
+        k = min(folds, n)
+        fold = np.arange(n) % k
+        best, best_err = (kernels[0], "none"), np.inf
+        for kernel in kernels:
+            for transform in ("none", "plog"):
+                err = 0.0
+                try:
+                    for f in range(k):
+                        test = fold == f
+                        if (~test).sum() < X.shape[1] + 2:  # too few points left for the linear tail
+                            raise np.linalg.LinAlgError
+                        pred = self._fit_predict(X[~test], y[~test], X[test], kernel, transform)
+                        err += float(np.sum((pred - y[test]) ** 2))
+                except (np.linalg.LinAlgError, ValueError):
+                    continue
+                if np.isfinite(err) and err < best_err:
+                    best, best_err = (kernel, transform), err
+        return best
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        """Predictions at (q, d) points, shape (q,)."""
+        out = self._rbf(np.atleast_2d(X))
+        return plog_inverse(out) if self.transform == "plog" else out
+
+
+def _dedupe(X: np.ndarray, Y: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Average the outputs of repeated points (noisy objectives such as timings): RBFs need unique nodes."""
+    keys, inverse = np.unique(np.round(X, 12), axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    sums = np.zeros((len(keys), Y.shape[1]))
+    np.add.at(sums, inverse, Y)
+    counts = np.bincount(inverse, minlength=len(keys))[:, None]
+    return keys, sums / counts
+
+
+class SamoCobraSampler(BaseSampler):
+    """SAMO-COBRA (de Winter et al., EMO 2021) for single- and multi-objective, optionally constrained studies.
+
+    Args:
+        search_space: the parameters to optimise jointly, {name: optuna distribution}. If None, the intersection
+            of the completed trials' spaces is used (the first trials are then sampled at random).
+        n_initial: size of the initial design (default d + 1).
+        initial_design: "lhs" (Latin hypercube) or "halton" (scrambled Halton).
+        infill: "phv" (predicted hypervolume improvement) or "sms" (the same with an additive epsilon margin
+            that keeps proposals off the current front).
+        reference_point: reference point of the hypervolume in the objectives' units, oriented for
+            minimisation (maximised objectives enter negated). Default: the worst observed feasible values plus
+            10 % of their range.
+        kernels: RBF kernels that cross-validation chooses from.
+        distance_requirements: cycle of minimum distances (unit box) between a proposal and evaluated points.
+        constraints_func: optional, as Optuna's NSGA-II: trial -> constraint values, feasible when all <= 0.
+            Constraints set in the objective with `trial.set_constraint` (Optuna >= 5) are used without it.
+        n_candidates: random candidates screened per iteration (default max(2000, 200 d)).
+        seed: makes the sampler deterministic.
+
+    Raises:
+        ValueError: unknown `initial_design` or `infill`.
+    """
+
+    def __init__(self, search_space: Optional[Dict[str, BaseDistribution]] = None, n_initial: Optional[int] = None,
+                 initial_design: str = "lhs", infill: str = "phv", reference_point: Optional[Sequence[float]] = None,
+                 kernels: Sequence[str] = DEFAULT_KERNELS,
+                 distance_requirements: Sequence[float] = DEFAULT_DISTANCES,
+                 constraints_func: Optional[Callable[[FrozenTrial], Sequence[float]]] = None,
+                 n_candidates: Optional[int] = None, seed: Optional[int] = None):
+        if initial_design not in ("lhs", "halton"):
+            raise ValueError(f"initial_design must be 'lhs' or 'halton', got {initial_design!r}")
+        if infill not in ("phv", "sms"):
+            raise ValueError(f"infill must be 'phv' or 'sms', got {infill!r}")
+        self._search_space = dict(search_space) if search_space else None
+        self._n_initial = n_initial
+        self._initial_design = initial_design
+        self._infill = infill
+        self._reference_point = None if reference_point is None else np.asarray(reference_point, float)
+        self._kernels = tuple(kernels)
+        self._distances = tuple(distance_requirements)
+        self._constraints_func = constraints_func
+        self._n_candidates = n_candidates
+        self._seed = 0 if seed is None else int(seed)
+        self._intersection = IntersectionSearchSpace()
+        self._random = RandomSampler(seed=seed)
+
+    # -- Optuna's sampler interface ---------------------------------------------------------------------------
+    def reseed_rng(self) -> None:
+        self._random.reseed_rng()
+
+    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> Dict[str, BaseDistribution]:
+        if self._search_space is not None:
+            return self._search_space
+        space = self._intersection.calculate(study)
+        return {k: v for k, v in space.items() if not v.single()}
+
+    def sample_relative(self, study: Study, trial: FrozenTrial,
+                        search_space: Dict[str, BaseDistribution]) -> Dict[str, Any]:
+        if not search_space or "fixed_params" in trial.system_attrs:  # an enqueued (e.g. retried) trial
+            return {}
+        d = len(search_space)
+        n_initial = self._n_initial or d + 1
+        if trial.number < n_initial:
+            return from_unit(search_space, self._design(d, n_initial)[trial.number])
+        rng = np.random.default_rng([self._seed, trial.number])
+        x = self._infill_point(study, search_space, rng)
+        return from_unit(search_space, x)
+
+    def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        return self._random.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study: Study, trial: FrozenTrial, state: TrialState,
+                    values: Optional[Sequence[float]]) -> None:
+        if self._constraints_func is not None:
+            _process_constraints_after_trial(self._constraints_func, study, trial, state)
+
+    # -- the algorithm ----------------------------------------------------------------------------------------
+    def _design(self, d: int, n: int) -> np.ndarray:
+        """The initial design, (n, d) points in [0, 1]^d; the same for every worker with this seed."""
+        if self._initial_design == "lhs":
+            return qmc.LatinHypercube(d=d, seed=self._seed).random(n)
+        return qmc.Halton(d=d, scramble=True, seed=self._seed).random(n)
+
+    def _history(self, study: Study, space: Dict[str, BaseDistribution]):
+        """Evaluated points (X, minimisation-oriented Y, constraints C or None) and every point already taken
+        (evaluated, running, waiting or failed) as parameter dicts.
+
+        Constraints are read from the trials (Optuna's `trial.set_constraint`, or `constraints_func`); a study
+        is constrained when any completed trial has them."""
+        signs = np.array([1.0 if d == StudyDirection.MINIMIZE else -1.0 for d in study.directions])
+        X, Y, C, taken = [], [], [], []
+        for t in study.get_trials(deepcopy=False):
+            if not all(name in t.params for name in space):
+                continue
+            params = {name: t.params[name] for name in space}
+            taken.append(params)
+            if t.state != TrialState.COMPLETE or t.values is None or not np.all(np.isfinite(t.values)):
+                continue
+            X.append(to_unit(space, params))
+            Y.append(signs * np.asarray(t.values, float))
+            C.append([t.constraints[k] for k in sorted(t.constraints)])
+        widths = {len(c) for c in C}
+        if widths - {0} and len(widths) > 1:
+            raise ValueError("completed trials report different numbers of constraints; "
+                             "every trial of a constrained study must set all of them")
+        C_arr = np.asarray(C, float) if C and len(C[0]) else None
+        return np.asarray(X), np.asarray(Y), C_arr, taken
+
+    def _infill_point(self, study: Study, space: Dict[str, BaseDistribution], rng: np.random.Generator) -> np.ndarray:
+        d = len(space)
+        X, Y, C, taken = self._history(study, space)
+        if len(X) == 0 or len(np.unique(np.round(X, 12), axis=0)) < d + 2:
+            return self._fresh_random(space, taken, rng)  # too few evaluations for a linear-tailed RBF
+        outputs = Y if C is None else np.hstack([Y, C])
+        Xu, Ou = _dedupe(X, outputs)
+        m = Y.shape[1]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            models = [Surrogate(Xu, Ou[:, j], self._kernels) for j in range(Ou.shape[1])]
+
+        feasible = np.ones(len(Y), bool) if C is None else np.all(C <= 0, axis=1)
+        ref = self._reference(Y, feasible)
+        ideal = Y[feasible].min(axis=0) if feasible.any() else Y.min(axis=0)
+        scale = np.where(ref - ideal > 0, ref - ideal, 1.0)
+        front = (Y[feasible] - ideal) / scale
+        front = front[np.all(front < 1.0, axis=1)]
+        if len(front):
+            front = front[_is_pareto_front(front, assume_unique_lexsorted=False)]
+        hv_front = compute_hypervolume(front, np.ones(m)) if len(front) else 0.0
+        epsilon = 0.0
+        if self._infill == "sms" and len(front) > 1:
+            epsilon = 1.0 / (len(front) * 10.0)
+
+        def score(P: np.ndarray) -> np.ndarray:
+            """Criterion for (q, d) snapped points: higher is better; infeasible predictions get -inf-like."""
+            preds = np.stack([model(P) for model in models], axis=1)
+            y = (preds[:, :m] - ideal) / scale + epsilon
+            beyond = np.max(y - 1.0, axis=1)
+            if len(front) == 0:
+                out = np.where(beyond >= 0, -beyond, np.prod(1.0 - y, axis=1))
+            else:
+                # Dominated (or beyond the reference) candidates score minus the additive epsilon that would
+                # make them non-dominated, so the criterion still points towards the front.
+                gap = np.max(np.min(y[:, None, :] - front[None, :, :], axis=2), axis=1)  # < 0: non-dominated
+                out = np.where(beyond >= 0, -np.maximum(beyond, 0.0), -np.maximum(gap, 0.0)) - 1e-12
+                for i in np.flatnonzero((gap < 0) & (beyond < 0)):
+                    out[i] = compute_hypervolume(np.vstack([front, y[i]]), np.ones(m)) - hv_front
+            if C is not None:
+                violation = np.sum(np.maximum(preds[:, m:], 0.0), axis=1)
+                out = np.where(violation > 0, -1e6 - violation, out)
+            return out
+
+        n_complete = len(X)
+        n_initial = self._n_initial or d + 1
+        rho = self._distances[max(n_complete - n_initial, 0) % len(self._distances)] if self._distances else 0.0
+        taken_X = np.array([to_unit(space, p) for p in taken]) if taken else np.empty((0, d))
+
+        def min_distance(P):
+            if len(taken_X) == 0:
+                return np.full(len(P), np.inf)
+            return np.min(np.linalg.norm(P[:, None, :] - taken_X[None, :, :], axis=-1), axis=1)
+
+        # Candidates: global random points, plus local perturbations of the current Pareto-optimal points.
+        n_cand = self._n_candidates or max(2000, 200 * d)
+        candidates = [rng.random((n_cand, d))]
+        pareto_X = X[feasible][_is_pareto_front(Y[feasible], False)] if feasible.any() else X
+        for sigma in (0.1, 0.02):
+            reps = max(1, n_cand // (4 * max(len(pareto_X), 1)))
+            local = np.repeat(pareto_X, reps, axis=0) + sigma * rng.standard_normal((len(pareto_X) * reps, d))
+            candidates.append(np.clip(local, 0.0, 1.0))
+        raw = np.vstack(candidates)
+        snapped = snap_array(space, raw)
+        far = min_distance(snapped) >= max(rho, 1e-9)  # never propose a configuration already taken
+        if not far.any():
+            return self._fresh_random(space, taken, rng)
+        raw, snapped = raw[far], snapped[far]
+        scores = score(snapped)
+        order = np.argsort(-scores, kind="stable")
+
+        # COBYLA refinement of the best few candidates (on the continuous relaxation, scored where they round).
+        best_x, best_s = snapped[order[0]], scores[order[0]]
+        for start in raw[order[:2]]:
+            def neg(x):
+                return -float(score(snap(space, x)[None])[0])
+
+            cons = [{"type": "ineq", "fun": lambda x: min_distance(snap(space, x)[None])[0] - max(rho, 1e-9)}]
+            res = minimize(neg, start, method="COBYLA", constraints=cons, bounds=[(0.0, 1.0)] * d,
+                           options={"maxiter": 20 * d, "rhobeg": 0.05})
+            x = snap(space, np.clip(res.x, 0.0, 1.0))
+            if min_distance(x[None])[0] >= max(rho, 1e-9):
+                s = -neg(x)
+                if s > best_s:
+                    best_x, best_s = x, s
+        return best_x
+
+    def _reference(self, Y: np.ndarray, feasible: np.ndarray) -> np.ndarray:
+        if self._reference_point is not None:
+            if len(self._reference_point) != Y.shape[1]:
+                raise ValueError(f"reference_point has {len(self._reference_point)} values for "
+                                 f"{Y.shape[1]} objectives")
+            return self._reference_point
+        pool = Y[feasible] if feasible.any() else Y
+        lo, hi = pool.min(axis=0), pool.max(axis=0)
+        return hi + 0.1 * np.where(hi > lo, hi - lo, np.abs(hi) + 1.0)
+
+    def _fresh_random(self, space, taken: List[Dict[str, Any]], rng: np.random.Generator) -> np.ndarray:
+        """A random box point whose rounded configuration was not taken yet (best effort)."""
+        x = rng.random(len(space))
+        for _ in range(100):
+            if from_unit(space, x) not in taken:
+                break
+            x = rng.random(len(space))
+        return x
