@@ -184,7 +184,7 @@ class SamoCobraSampler(BaseSampler):
         if trial.number < n_initial:
             return from_unit(search_space, self._design(d, n_initial)[trial.number])
         rng = np.random.default_rng([self._seed, trial.number])
-        x = self._infill_point(study, search_space, rng)
+        x = self._infill_point(study, search_space, trial.number, rng)
         return from_unit(search_space, x)
 
     def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
@@ -228,7 +228,8 @@ class SamoCobraSampler(BaseSampler):
         C_arr = np.asarray(C, float) if C and len(C[0]) else None
         return np.asarray(X), np.asarray(Y), C_arr, taken
 
-    def _infill_point(self, study: Study, space: Dict[str, BaseDistribution], rng: np.random.Generator) -> np.ndarray:
+    def _infill_point(self, study: Study, space: Dict[str, BaseDistribution], number: int,
+                      rng: np.random.Generator) -> np.ndarray:
         d = len(space)
         X, Y, C, taken = self._history(study, space)
         if len(X) == 0 or len(np.unique(np.round(X, 12), axis=0)) < d + 2:
@@ -253,6 +254,17 @@ class SamoCobraSampler(BaseSampler):
         if self._infill == "sms" and len(front) > 1:
             epsilon = 1.0 / (len(front) * 10.0)
 
+        margin = 0.0
+        if C is not None:
+            # COBRA's adaptive margin: predicted constraints must hold with a safety margin that doubles with
+            # every infeasible proposal in a row (surrogates are least accurate right at the boundary).
+            streak = 0
+            for ok in feasible[::-1]:
+                if ok:
+                    break
+                streak += 1
+            margin = 0.005 * 2.0 ** min(streak, 6) * np.maximum(np.ptp(C, axis=0), 1e-12)
+
         def score(P: np.ndarray) -> np.ndarray:
             """Criterion for (q, d) snapped points: higher is better; infeasible predictions get -inf-like."""
             preds = np.stack([model(P) for model in models], axis=1)
@@ -268,13 +280,14 @@ class SamoCobraSampler(BaseSampler):
                 for i in np.flatnonzero((gap < 0) & (beyond < 0)):
                     out[i] = compute_hypervolume(np.vstack([front, y[i]]), np.ones(m)) - hv_front
             if C is not None:
-                violation = np.sum(np.maximum(preds[:, m:], 0.0), axis=1)
+                violation = np.sum(np.maximum(preds[:, m:] + margin, 0.0), axis=1)
                 out = np.where(violation > 0, -1e6 - violation, out)
             return out
 
-        n_complete = len(X)
+        # The step in the distance cycle follows the trial number, so that workers proposing at the same moment
+        # (before either proposal is stored) search at different scales.
         n_initial = self._n_initial or d + 1
-        rho = self._distances[max(n_complete - n_initial, 0) % len(self._distances)] if self._distances else 0.0
+        rho = self._distances[max(number - n_initial, 0) % len(self._distances)] if self._distances else 0.0
         taken_X = np.array([to_unit(space, p) for p in taken]) if taken else np.empty((0, d))
 
         def min_distance(P):

@@ -1,0 +1,179 @@
+"""Running a study: storage with heartbeats, samplers by name, and a worker loop that several processes (on one
+machine or many, against one RDB storage) can run at once to finish a budget of N completed trials together.
+
+Resume: a worker that is killed leaves its trial RUNNING. With heartbeats on, once the trial's heartbeat is older
+than the grace period any worker marks it FAIL and re-enqueues the same parameters (Optuna's
+RetryHeartbeatStaleTrialCallback), so re-running the same command finishes the study with no configuration lost,
+and the budget counts completed trials only, so none is counted twice.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Any, Callable, Dict, Optional, Sequence
+
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.exceptions import ExperimentalWarning
+from optuna.storages._heartbeat import is_heartbeat_enabled
+from optuna.trial import Trial, TrialState
+
+from qallegro.hpo.samo_cobra import SamoCobraSampler
+
+SAMPLERS = ("samo-cobra", "nsga2", "tpe", "random")
+
+
+def make_sampler(name: str, search_space: Dict[str, BaseDistribution], seed: int,
+                 n_initial: Optional[int] = None) -> optuna.samplers.BaseSampler:
+    """A sampler by CLI name: "samo-cobra", "nsga2", "tpe" or "random" (all seeded).
+
+    `n_initial` sets SAMO-COBRA's design size and TPE's number of startup trials; NSGA-II uses a population of
+    max(n_initial, 10) (its default of 50 would be a single generation at the budgets of an expensive study).
+
+    Raises:
+        ValueError: unknown name.
+    """
+    if name == "samo-cobra":
+        return SamoCobraSampler(search_space, n_initial=n_initial, seed=seed)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(population_size=max(n_initial or len(search_space) + 1, 10), seed=seed)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(n_startup_trials=n_initial or 10, multivariate=True, seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ValueError(f"unknown sampler {name!r}; known: {list(SAMPLERS)}")
+
+
+def make_storage(url: str, heartbeat_interval: int = 60, grace_period: Optional[int] = None) -> optuna.storages.RDBStorage:
+    """An Optuna RDB storage (sqlite:///file.db, postgresql://user@host/db, ...) with heartbeats, and stale
+    trials retried with their parameters.
+
+    Args:
+        url: SQLAlchemy URL.
+        heartbeat_interval: seconds between a running trial's heartbeats.
+        grace_period: seconds without a heartbeat after which a trial counts as dead (default 2 intervals + 10).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url, heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period if grace_period is not None else 2 * heartbeat_interval + 10,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+            engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None)
+
+
+def _counts(study: optuna.Study, below: Optional[int] = None) -> Dict[TrialState, int]:
+    counts = {state: 0 for state in TrialState}
+    for t in study.get_trials(deepcopy=False):
+        if below is None or t.number < below:
+            counts[t.state] += 1
+    return counts
+
+
+def skip_if_duplicate(trial: Trial) -> None:
+    """Call in an objective right after its `suggest_*` calls: raise TrialPruned when another live trial (running,
+    waiting or complete) has the same parameters and got there first.
+
+    Samplers of different workers can propose the same configuration at the same moment, before either is
+    stored. Each trial stores its parameters, then checks, then marks itself "claimed"; it yields to a trial
+    that is complete, already claimed, or has a lower number. So once both are stored exactly one goes on (the
+    only gap left is a check that falls between the other's check and its claim: two storage round trips).
+    """
+    for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING,
+                                                                 TrialState.WAITING)):
+        if other.number == trial.number or other.params != trial.params:
+            continue
+        if other.number < trial.number or other.state == TrialState.COMPLETE or other.user_attrs.get("claimed"):
+            raise optuna.TrialPruned(f"same parameters as trial {other.number}")
+    trial.set_user_attr("claimed", True)
+
+
+def run_worker(study: optuna.Study, objective: Callable[[Trial], Sequence[float]], n_trials: int,
+               max_failures: Optional[int] = None, poll_seconds: float = 1.0,
+               log: Callable[[str], None] = print) -> int:
+    """Run trials until the study holds `n_trials` COMPLETE trials (counting every worker's), then return.
+
+    A trial that raises is recorded FAIL with the reason in its user attribute "failure" and the study goes on.
+    When the remaining budget is taken by other workers' running trials, this worker waits for them (and takes
+    over their trials if they die: see the module docstring) instead of starting surplus trials.
+
+    Args:
+        study: an Optuna study (its storage shared by all workers).
+        objective: trial -> objective values.
+        n_trials: number of completed trials the study should end with.
+        max_failures: stop once the study holds this many failed trials (default n_trials), so a
+            configuration error does not loop forever.
+    Returns:
+        The number of trials this worker ran.
+    Raises:
+        RuntimeError: too many failed trials (names the last failure).
+    """
+    max_failures = n_trials if max_failures is None else max_failures
+
+    def guarded(trial: Trial):
+        # Surplus check: another worker may have started the last trials of the budget a moment ago.
+        before = _counts(study, below=trial.number)
+        if before[TrialState.COMPLETE] + before[TrialState.RUNNING] + before[TrialState.WAITING] >= n_trials:
+            raise optuna.TrialPruned("budget of the study already allotted to other trials")
+        try:
+            return objective(trial)
+        except optuna.TrialPruned:
+            raise
+        except Exception as err:  # recorded, then Optuna marks the trial FAIL and the study goes on
+            trial.set_user_attr("failure", f"{type(err).__name__}: {err}"[:2000])
+            raise
+
+    ran = 0
+    while True:
+        if is_heartbeat_enabled(study._storage):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
+        counts = _counts(study)
+        complete, running, waiting = counts[TrialState.COMPLETE], counts[TrialState.RUNNING], counts[TrialState.WAITING]
+        if complete >= n_trials:
+            return ran
+        failed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))]
+        if len(failed) >= max_failures:
+            reason = failed[-1].user_attrs.get("failure", "stale or unknown")
+            raise RuntimeError(f"study {study.study_name!r}: {len(failed)} failed trials (limit {max_failures}); "
+                               f"last failure (trial {failed[-1].number}): {reason}")
+        if complete + running + waiting >= n_trials and not waiting:
+            time.sleep(poll_seconds)  # the rest of the budget is running elsewhere
+            continue
+        study.optimize(guarded, n_trials=1, catch=(Exception,))
+        ran += 1
+        last = study.trials[-1]
+        if last.state == TrialState.FAIL:
+            log(f"trial {last.number} failed: {last.user_attrs.get('failure', '?')}")
+
+
+def set_by_path(cfg: Dict[str, Any], params: Dict[str, Any]) -> Dict[str, Any]:
+    """Apply dotted parameters ("model.r_max", "training.learning_rate") to a copy of a nested config.
+
+    "<section>.<name>_mlp_width" together with "<section>.<name>_mlp_depth" set the list "<section>.<name>_mlp"
+    to [width] * depth (hidden layers: e.g. model.latent_mlp_width + model.latent_mlp_depth -> latent_mlp).
+
+    Raises:
+        ValueError: a name without a section, a width without its depth (or the reverse), or an unknown section.
+    """
+    import copy
+
+    out = copy.deepcopy(cfg)
+    widths: Dict[str, Any] = {}
+    for name, value in params.items():
+        if "." not in name:
+            raise ValueError(f"parameter {name!r} must be '<section>.<key>', e.g. model.r_max")
+        section, key = name.split(".", 1)
+        if section not in out or not isinstance(out[section], dict):
+            raise ValueError(f"parameter {name!r}: the config has no section {section!r}")
+        if key.endswith("_mlp_width") or key.endswith("_mlp_depth"):
+            widths.setdefault((section, key.rsplit("_", 1)[0]), {})[key.rsplit("_", 1)[1]] = value
+        else:
+            out[section][key] = value
+    for (section, key), wd in widths.items():
+        if set(wd) != {"width", "depth"}:
+            raise ValueError(f"{section}.{key}_width and {section}.{key}_depth must be searched together")
+        out[section][key] = [int(wd["width"])] * int(wd["depth"])
+    return out
