@@ -48,6 +48,9 @@ class TrainConfig:
     min_lr_scale: float = 1e-3
     checkpoint_minutes: float = 5.0
     seed: int = 0
+    #: data-parallel training over this many devices of jax.devices() (None: all of them; 1: off), see
+    #: qallegro.train.parallel. The batch is split over the devices; the result equals one device's.
+    devices: Optional[int] = None
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "TrainConfig":
@@ -82,10 +85,7 @@ def make_steps(model: nn.Module, cfg: TrainConfig, compute_stress: bool):
     def train_step(state, graph):
         rng = jax.random.fold_in(base_key, state["step"]) if stochastic else None
         (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], graph, rng)
-        updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
-        params = jax.tree.map(lambda p, u: p + u, state["params"], updates)
-        ema = ema_update(state["ema_params"], params, cfg.ema_decay, state["step"].astype(jnp.float32))
-        return {"params": params, "ema_params": ema, "opt_state": opt_state, "step": state["step"] + 1}, loss
+        return apply_gradients(state, grads, optimizer, cfg), loss
 
     @jax.jit
     def eval_step(params, graph):
@@ -94,6 +94,14 @@ def make_steps(model: nn.Module, cfg: TrainConfig, compute_stress: bool):
         return error_sums(pred, graph), pred
 
     return optimizer, train_step, eval_step
+
+
+def apply_gradients(state: Dict[str, Any], grads: Any, optimizer, cfg: TrainConfig) -> Dict[str, Any]:
+    """One optimiser step and the EMA update (shared by the single-device and data-parallel steps)."""
+    updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+    params = jax.tree.map(lambda p, u: p + u, state["params"], updates)
+    ema = ema_update(state["ema_params"], params, cfg.ema_decay, state["step"].astype(jnp.float32))
+    return {"params": params, "ema_params": ema, "opt_state": opt_state, "step": state["step"] + 1}
 
 
 def init_train_state(params: Any, optimizer) -> Dict[str, Any]:
@@ -157,6 +165,18 @@ def fit(model: nn.Module, params: Any, train_loader: GraphLoader, val_loader: Gr
     csv_path = os.path.join(run_dir, "metrics.csv")
 
     optimizer, train_step, eval_step = make_steps(model, cfg, compute_stress)
+    batches = train_loader.batches
+    n_devices = cfg.devices or jax.device_count()
+    if n_devices > 1:
+        from qallegro.train.parallel import make_mesh, make_parallel_train_step, sharded_batches
+
+        mesh = make_mesh(n_devices)
+        train_step = make_parallel_train_step(model, cfg, compute_stress, mesh, optimizer)
+
+        def batches(epoch, start=0):
+            return sharded_batches(train_loader, mesh, epoch, start)
+
+        log(f"data-parallel training over {n_devices} devices: {list(mesh.devices.flat)}")
     plateau = make_plateau(cfg.plateau_factor, cfg.plateau_patience, min_scale=cfg.min_lr_scale)
     ckpt = _progress_template(init_train_state(params, optimizer), plateau.init(jnp.zeros(())))
 
@@ -188,7 +208,7 @@ def fit(model: nn.Module, params: Any, train_loader: GraphLoader, val_loader: Gr
         epoch = progress["epoch"]
         lr = cfg.learning_rate * float(plateau_state.scale)
         state = dict(state, opt_state=set_learning_rate(state["opt_state"], lr))
-        bar = tqdm(train_loader.batches(epoch, start=progress["batch"]), total=len(train_loader),
+        bar = tqdm(batches(epoch, start=progress["batch"]), total=len(train_loader),
                    initial=progress["batch"], desc=f"epoch {epoch + 1}", leave=False, disable=None)
         for graph in bar:
             state, loss = train_step(state, graph)

@@ -1,0 +1,152 @@
+"""Data-parallel training over a device mesh (jax.sharding + shard_map), on one machine or many.
+
+A training batch of B structures is cut into D contiguous groups (D = devices on the 1-D mesh axis "data"),
+each padded to the same budget and stacked along a leading axis of size D that is sharded over the mesh. Each
+device evaluates energies/forces of its group and the gradient of its share of the loss; shares use the
+*global* label counts, so
+
+    loss = lambda_E * sum_d SSE_E,d / N_E + lambda_F * sum_d SSE_F,d / N_F (+ stress)
+
+is exactly the single-device loss of the whole batch, and the gradients are summed with `psum` (an all-reduce).
+Parameters, optimiser state and EMA are replicated; the optimiser update is the same as in
+`qallegro.train.loop.make_steps`, so D devices give the single-device parameters up to float summation order.
+
+Multi-host: call `initialize_distributed()` (jax.distributed.initialize) at start-up in every process; the mesh
+then spans `jax.devices()` of all hosts. Every process builds the same global batch (same data, same seed) and
+`jax.make_array_from_callback` hands each process only the groups of its own devices.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import jraph
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from qallegro.data.graphs import GraphLoader, graph_shape, padding_budget
+from qallegro.potential.graph import energy_forces_stress
+from qallegro.train.loss import error_sums, weighted_loss
+
+AXIS = "data"
+COUNT_KEYS = ("n_energy", "n_forces", "n_stress")
+
+
+def initialize_distributed(coordinator_address: Optional[str] = None, num_processes: Optional[int] = None,
+                           process_id: Optional[int] = None, **kwargs) -> None:
+    """Join a multi-host JAX runtime (jax.distributed.initialize); call once per process before any other JAX
+    call. With no arguments JAX detects SLURM / Open MPI / Cloud TPU settings; otherwise give the coordinator's
+    "host:port", the number of processes and this process's id (0 .. num_processes - 1)."""
+    jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                               process_id=process_id, **kwargs)
+
+
+def make_mesh(n_devices: Optional[int] = None) -> Mesh:
+    """1-D mesh (axis "data") over the first `n_devices` of `jax.devices()` (all, by default; all hosts').
+
+    Raises:
+        ValueError: more devices requested than exist.
+    """
+    devices = jax.devices()
+    n = len(devices) if n_devices is None else int(n_devices)
+    if not 1 <= n <= len(devices):
+        raise ValueError(f"asked for {n_devices} devices, have {len(devices)}: {devices}")
+    return Mesh(np.array(devices[:n]), (AXIS,))
+
+
+def _zero_weight(graph: jraph.GraphsTuple) -> jraph.GraphsTuple:
+    """A copy of a graph whose labels carry no weight (fills a group when a batch has fewer graphs than
+    devices)."""
+    g = dict(graph.globals)
+    for key in ("has_energy", "has_forces", "has_stress"):
+        g[key] = np.zeros_like(g[key])
+    return graph._replace(globals=g)
+
+
+def split_batch(graphs: Sequence[jraph.GraphsTuple], n_shards: int, n_graph: Optional[int] = None):
+    """Stack `graphs` into `n_shards` padded groups of identical shape.
+
+    Args:
+        graphs: single-graph GraphsTuples (numpy), e.g. from structure_to_graph.
+        n_shards: number of groups D.
+        n_graph: graph budget per group including padding (default ceil(B / D) + 1); keep it fixed in a run.
+    Returns:
+        GraphsTuple whose arrays have a leading axis D (a batch of D padded batches).
+    """
+    groups = [list(g) for g in np.array_split(np.arange(len(graphs)), n_shards)]
+    n_graph = n_graph or math.ceil(len(graphs) / n_shards) + 1
+    batches = []
+    for idx in groups:
+        members = [graphs[k] for k in idx] or [_zero_weight(graphs[0])]
+        batches.append(jraph.batch_np(members))
+    n_node = padding_budget(max(int(b.n_node.sum()) for b in batches) + 1)
+    n_edge = padding_budget(max(int(b.n_edge.sum()) for b in batches))
+    padded = [jraph.pad_with_graphs(b, n_node=n_node, n_edge=n_edge, n_graph=n_graph) for b in batches]
+    return jax.tree.map(lambda *xs: np.stack(xs), *padded)
+
+
+def put_sharded(stacked, mesh: Mesh):
+    """Place a stacked batch (leading axis = mesh size) on the mesh, one group per device; in a multi-host run
+    each process materialises only its own devices' groups."""
+    sharding = NamedSharding(mesh, P(AXIS))
+
+    def put(x):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+    return jax.tree.map(put, stacked)
+
+
+def sharded_batches(loader: GraphLoader, mesh: Mesh, epoch: int = 0, start: int = 0) -> Iterator:
+    """The batches of `loader.batches(epoch, start)` (same order, same members), each split over the mesh."""
+    n = mesh.devices.size
+    order = loader.order(epoch)
+    n_graph = math.ceil(loader.batch_size / n) + 1
+    for b in range(start, len(loader)):
+        idx = order[b * loader.batch_size:(b + 1) * loader.batch_size]
+        stacked = split_batch([loader.graphs[k] for k in idx], n, n_graph)
+        loader.shapes_seen.add(graph_shape(jax.tree.map(lambda x: x[0], stacked)))
+        yield put_sharded(stacked, mesh)
+
+
+def make_parallel_train_step(model, cfg, compute_stress: bool, mesh: Mesh, optimizer):
+    """jit-compiled train_step(state, stacked_graph) -> (state, loss) with the batch sharded over `mesh`.
+
+    Same update as `qallegro.train.loop.make_steps`' train_step (Adam with clipping, EMA); `state` is
+    replicated. For finite-shot QDI the shot noise key is folded with the device index.
+    """
+    from qallegro.train.loop import apply_gradients
+
+    stochastic = getattr(model, "shots", None) is not None
+    base_key = jax.random.PRNGKey(cfg.seed)
+
+    def local(params, graph, step):
+        graph = jax.tree.map(lambda x: x[0], graph)  # this device's group
+        rng = None
+        if stochastic:
+            rng = jax.random.fold_in(jax.random.fold_in(base_key, step), jax.lax.axis_index(AXIS))
+
+        def share(p):
+            pred = energy_forces_stress(model, p, graph, compute_stress=compute_stress, rng=rng)
+            sums = error_sums(pred, graph)
+            counts = {k: jax.lax.psum(sums[k], AXIS) for k in COUNT_KEYS if k in sums}
+            return weighted_loss({**sums, **counts}, cfg.energy_weight, cfg.forces_weight, cfg.stress_weight)
+
+        # Differentiate w.r.t. a device-varying copy of the replicated parameters, so the gradient is this
+        # device's share only; the explicit psum is the all-reduce. (Differentiating w.r.t. the replicated
+        # parameters directly would already sum over devices.)
+        local_params = jax.lax.pcast(params, AXIS, to="varying")
+        loss, grads = jax.value_and_grad(share)(local_params)
+        return jax.lax.psum(loss, AXIS), jax.lax.psum(grads, AXIS)
+
+    sharded_grad = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(AXIS), P()), out_specs=(P(), P()))
+    replicated = NamedSharding(mesh, P())
+
+    def train_step(state, graph):
+        loss, grads = sharded_grad(state["params"], graph, state["step"])
+        return apply_gradients(state, grads, optimizer, cfg), loss
+
+    return jax.jit(train_step, out_shardings=(replicated, replicated))
