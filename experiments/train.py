@@ -9,12 +9,19 @@ import platform
 import time
 from typing import Any, Dict, Optional
 
-from experiments.config import available_datasets, load_config
+from experiments.config import available_datasets, dataset_label, load_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default="rmd17-aspirin", choices=available_datasets(),
-                        help="dataset config under experiments/configs (default: rmd17-aspirin, embedded)")
+    parser.add_argument("--dataset", default="rmd17-aspirin", metavar="{" + ",".join(available_datasets()) + "} | extxyz:PATH",
+                        help="dataset config under experiments/configs (default: rmd17-aspirin, embedded), or "
+                             "extxyz:PATH for any extxyz file (split 80/10/10 by the seed)")
+    parser.add_argument("--energy-key", default=None,
+                        help="extxyz info key of the energy (eV); default: ASE's 'energy' where present")
+    parser.add_argument("--forces-key", default=None,
+                        help="extxyz per-atom key of the forces (eV/Å); default: ASE's 'forces' where present")
+    parser.add_argument("--stress-key", default=None,
+                        help="extxyz info key of the stress (eV/Å^3, ASE sign; 'none': do not use stress)")
     parser.add_argument("--model", default="allegro", help="model family (default: allegro)")
     parser.add_argument("--config", default=None, help="YAML merged over the dataset config (model/training keys)")
     parser.add_argument("--profile", default="cpu", choices=["cpu", "paper"],
@@ -30,16 +37,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     cfg = load_config(args.dataset, args.profile, args.config)
     cfg["model"]["family"] = args.model
+    for key in ("energy_key", "forces_key", "stress_key"):
+        if getattr(args, key, None) is not None:
+            cfg["dataset"].setdefault("read", {})[key] = getattr(args, key)
     if args.max_epochs is not None:
         cfg["training"]["max_epochs"] = args.max_epochs
     if args.max_minutes is not None:
         cfg["training"]["max_minutes"] = args.max_minutes
-    out = args.out or os.path.join("runs", f"{args.dataset}-{args.model}-{args.profile}-seed{args.seed}")
+    out = args.out or os.path.join("runs", f"{dataset_label(args.dataset)}-{args.model}-{args.profile}-seed{args.seed}")
     results = run_training(cfg, out, seed=args.seed, resume=args.resume, title=f"{args.dataset} / {args.model}")
     test = results["test"]
     print(f"\ntest ({results['n_test']} structures): energy MAE {test['energy_mae']:.1f} meV, "
-          f"forces MAE {test['forces_mae']:.1f} meV/Å, forces RMSE {test['forces_rmse']:.1f} meV/Å "
-          f"after {results['epochs']} epochs, {results['train_minutes']:.1f} min of training")
+          f"forces MAE {test['forces_mae']:.1f} meV/Å, forces RMSE {test['forces_rmse']:.1f} meV/Å"
+          + (f", stress MAE {test['stress_mae']:.2f} meV/Å^3" if test.get("stress_mae") == test.get("stress_mae")
+             and "stress_mae" in test else "")
+          + f" after {results['epochs']} epochs, {results['train_minutes']:.1f} min of training")
+    for name, ext in results.get("external", {}).items():
+        print(f"external {name} ({ext['n']} frames): forces MAE {ext['forces_mae']:.1f} meV/Å, energy MAE "
+              f"{ext['energy_per_atom_mae']:.1f} meV/atom ({ext['energy_per_atom_mae_refit']:.1f} after the "
+              f"per-element reference refit), stress MAE {ext.get('stress_mae', float('nan')):.2f} meV/Å^3")
     print(f"results: {os.path.join(out, 'results.json')}")
     return 0
 
@@ -56,7 +72,7 @@ def run_training(cfg: Dict[str, Any], out: str, seed: int = 0, resume: bool = Fa
 
     from qallegro.data.graphs import GraphLoader, structure_to_graph
     from qallegro.data.readers import read_structures
-    from qallegro.data.splits import train_val_split
+    from qallegro.data.splits import resolve_split_sizes, train_val_test_split
     from qallegro.plots import learning_curve, parity_plot
     from qallegro.data.statistics import refit_shift
     from qallegro.models import build_model
@@ -65,9 +81,15 @@ def run_training(cfg: Dict[str, Any], out: str, seed: int = 0, resume: bool = Fa
 
     t0 = time.perf_counter()
     data = cfg["dataset"]
-    structures = read_structures(data["train"])
-    train, val = train_val_split(structures, data["n_train"], data["n_val"], seed)
-    test = read_structures(data["test"]) if data.get("test") else []
+    read_options = data.get("read") or {}
+    structures = read_structures(data["train"], **read_options)
+    if data.get("test"):  # a separate test file; the train file is split into train + validation
+        n_train, n_val, _ = resolve_split_sizes(len(structures), data["n_train"], data["n_val"], 0)
+        train, val, _ = train_val_test_split(structures, n_train, n_val, 0, seed)
+        test = read_structures(data["test"], **read_options)
+    else:  # train / validation / test from one file (QM9, Cu–Li, extxyz:PATH); n_test 0: no test set
+        sizes = resolve_split_sizes(len(structures), data["n_train"], data["n_val"], data.get("n_test", 0))
+        train, val, test = train_val_test_split(structures, *sizes, seed)
     dtype = jnp.float64 if cfg.get("dtype") == "float64" else jnp.float32
     prepared = prepare(train, cfg["model"], seed=seed, dtype=dtype)
     r_max = prepared.model_config["r_max"]
@@ -129,6 +151,11 @@ def run_training(cfg: Dict[str, Any], out: str, seed: int = 0, resume: bool = Fa
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
                     "jax_backend": jax.default_backend(), "jax": jax.__version__},
     }
+    if data.get("external"):  # e.g. real DFT frames for the generated Cu–Li set
+        from experiments.external import evaluate_external
+
+        results["external"] = evaluate_external(data["external"], eval_step, params, r_max, prepared.species, tcfg,
+                                                log=log)
     write_json(os.path.join(out, "results.json"), results)
     from qallegro.potential import save as save_potential
 

@@ -52,16 +52,31 @@ def read_rmd17_npz(path: str, max_frames: Optional[int] = None) -> List[Structur
     ]
 
 
-def read_extxyz(path: str, energy_key: str = "energy", forces_key: str = "forces", stress_key: str = "stress",
-                index: str = ":") -> List[Structure]:
-    """Read an (ext)xyz file with ase.io; labels are taken from the info/arrays keys given, or the
-    calculator ASE attached (its keys are ASE's: energy, forces, stress).
+#: The labels ASE's extxyz reader moves into a SinglePointCalculator instead of info/arrays.
+_ASE_CALC_KEYS = {"energy": "energy", "free_energy": "free_energy", "forces": "forces", "stress": "stress"}
 
-    Units must already be eV, Å, eV/Å, eV/Å^3 (the extxyz convention). A 6-component Voigt stress is expanded to
-    3x3. Missing labels are None (the loss then skips them).
+
+def read_extxyz(path: str, energy_key: Optional[str] = None, forces_key: Optional[str] = None,
+                stress_key: Optional[str] = None, index: str = ":") -> List[Structure]:
+    """Read an (ext)xyz file (plain or compressed, e.g. ``.extxyz.gz``) with ase.io.
+
+    Label keys: ``None`` (default) takes ASE's standard labels ``energy``, ``forces`` and ``stress`` where a frame
+    has them and leaves the label missing (None: the loss skips it) where it does not. A key given explicitly
+    (e.g. ``energy_key="REF_energy"``, ``forces_key="dft_forces"``) is looked up in the frame's info (energy,
+    stress) or per-atom arrays (forces), or among the calculator results ASE made from it, and must be there:
+    a frame without it raises. Exception: an explicit stress key is not required on non-periodic frames
+    (molecules, dimers), which have no stress. The string ``"none"`` ignores that label altogether.
+
+    Units must already be eV, Å, eV/Å, eV/Å^3 with ASE's stress sign (the extxyz convention). A 6-component
+    Voigt stress (xx, yy, zz, yz, xz, xy) or a 9-component one is expanded to 3x3.
+
+    Returns:
+        One `Structure` per frame (frame = position in the file).
 
     Raises:
-        FileNotFoundError, DataError (names the file and frame).
+        FileNotFoundError: no such file.
+        DataError: the file cannot be parsed, an explicitly named key is missing in a frame (names the file,
+            the frame, the key and the keys the frame does have), or a frame is invalid.
     """
     import ase.io
 
@@ -72,22 +87,32 @@ def read_extxyz(path: str, energy_key: str = "energy", forces_key: str = "forces
         frames = ase.io.read(path, index=index, format="extxyz")
     except Exception as err:  # ase raises many types; name the file
         raise DataError(f"{name}: cannot be parsed as extxyz: {err}") from err
+    if not isinstance(frames, list):
+        frames = [frames]
     out = []
     for k, atoms in enumerate(frames):
         calc = atoms.calc
-        calc_results = getattr(calc, "results", {}) if calc is not None else {}
+        calc_results = dict(getattr(calc, "results", {}) or {}) if calc is not None else {}
 
-        def label(key, per_atom):
-            if per_atom and key in atoms.arrays:
-                return atoms.arrays[key]
-            if not per_atom and key in atoms.info:
-                return atoms.info[key]
-            ase_key = {energy_key: "energy", forces_key: "forces", stress_key: "stress"}[key]
-            return calc_results.get(ase_key)
+        def label(key, default, per_atom, required=True):
+            if key is not None and key.lower() == "none":
+                return None
+            explicit = key is not None
+            key = default if key is None else key
+            store = atoms.arrays if per_atom else atoms.info
+            if key in store:
+                return store[key]
+            if key in _ASE_CALC_KEYS and _ASE_CALC_KEYS[key] in calc_results:
+                return calc_results[_ASE_CALC_KEYS[key]]
+            if explicit and required:
+                have = sorted(set(atoms.arrays) - {"numbers", "positions"}) if per_atom else sorted(atoms.info)
+                raise DataError(f"{name}, frame {k}: no {'per-atom array' if per_atom else 'info'} key {key!r} "
+                                f"(this frame has {have}{' and calculator labels ' + str(sorted(calc_results)) if calc_results else ''})")
+            return None
 
-        energy = label(energy_key, False)
-        forces = label(forces_key, True)
-        stress = label(stress_key, False)
+        energy = label(energy_key, "energy", False)
+        forces = label(forces_key, "forces", True)
+        stress = label(stress_key, "stress", False, required=bool(np.any(atoms.pbc)))
         if stress is not None:
             stress = np.asarray(stress, dtype=np.float64)
             if stress.shape == (6,):
@@ -95,15 +120,39 @@ def read_extxyz(path: str, energy_key: str = "energy", forces_key: str = "forces
                 stress = voigt_6_to_full_3x3_stress(stress)
             elif stress.shape == (9,):
                 stress = stress.reshape(3, 3)
+        if energy is not None:
+            try:
+                energy = float(energy)
+            except (TypeError, ValueError) as err:
+                raise DataError(f"{name}, frame {k}: energy {energy!r} is not a number") from err
         out.append(make_structure(atoms.numbers, atoms.positions, cell=np.asarray(atoms.cell[:]), pbc=atoms.pbc,
                                   energy=energy, forces=forces, stress=stress, source=name, frame=k))
     return out
 
 
+EXTXYZ_SUFFIXES = (".xyz", ".extxyz", ".xyz.gz", ".extxyz.gz", ".xyz.bz2", ".extxyz.bz2", ".xyz.xz", ".extxyz.xz")
+
+
 def read_structures(path: str, **kwargs) -> List[Structure]:
-    """Read any supported file by its extension: ``.npz`` (rMD17 layout) or ``.xyz``/``.extxyz``."""
+    """Read any supported file by its extension and content.
+
+    - ``.npz``: QM9 layout (keys offsets, Z, R: `qallegro.data.qm9.read_qm9`, kwargs target, atomization,
+      max_molecules, ...) or rMD17 layout (`read_rmd17_npz`, kwarg max_frames);
+    - ``.xyz``/``.extxyz``, optionally compressed (``.gz``, ``.bz2``, ``.xz``): `read_extxyz` (kwargs energy_key,
+      forces_key, stress_key, index).
+
+    Raises:
+        FileNotFoundError: no such file.
+        DataError: unknown file type, or as the reader.
+        TypeError: an option the reader does not take.
+    """
     if path.endswith(".npz"):
-        return read_rmd17_npz(path, **kwargs)
-    if path.endswith((".xyz", ".extxyz")):
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"data file not found: {path}")
+        from qallegro.data.qm9 import is_qm9_npz, read_qm9
+
+        return read_qm9(path, **kwargs) if is_qm9_npz(path) else read_rmd17_npz(path, **kwargs)
+    if path.endswith(EXTXYZ_SUFFIXES):
         return read_extxyz(path, **kwargs)
-    raise DataError(f"{path}: unknown file type (expected .npz in rMD17 layout, .xyz or .extxyz)")
+    raise DataError(f"{path}: unknown file type (expected .npz in the rMD17 or QM9 layout, or .xyz/.extxyz, "
+                    f"optionally .gz/.bz2/.xz)")
