@@ -47,9 +47,11 @@ def weighted_loss(sums: Dict[str, jnp.ndarray], energy_weight: float, forces_wei
                   stress_weight: float = 0.0) -> jnp.ndarray:
     """loss = lambda_E * MSE(E/atom) + lambda_F * MSE(F) [+ lambda_S * MSE(stress)], in eV^2 units.
 
-    Per-atom energies make the energy term independent of system size; terms without labels vanish."""
+    Per-atom energies make the energy term independent of system size; terms without labels vanish. A zero
+    weight leaves its term out of the graph (energy-only training, e.g. QM9, then needs no second derivative)."""
     loss = energy_weight * sums["energy_per_atom_sq"] / jnp.maximum(sums["n_energy"], 1.0)
-    loss = loss + forces_weight * sums["forces_sq"] / jnp.maximum(sums["n_forces"], 1.0)
+    if forces_weight:
+        loss = loss + forces_weight * sums["forces_sq"] / jnp.maximum(sums["n_forces"], 1.0)
     if stress_weight and "stress_sq" in sums:
         loss = loss + stress_weight * sums["stress_sq"] / jnp.maximum(sums["n_stress"], 1.0)
     return loss
