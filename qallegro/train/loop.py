@@ -254,8 +254,9 @@ def fit(model: nn.Module, params: Any, train_loader: GraphLoader, val_loader: Gr
     shapes = len(train_loader.shapes_seen | val_loader.shapes_seen)
     log(f"padded batch shapes compiled: {shapes} (train {len(train_loader.shapes_seen)}, "
         f"validation {len(val_loader.shapes_seen)})")
-    if best_params is None:
+    if best_params is None:  # stopped (time limit) before the first validation: the current EMA weights
         best_params = state["ema_params"]
+        save_checkpoint(best_dir, best_params)
     return {"best_params": best_params, "last_state": state, "history": history,
             "best_epoch": progress["best_epoch"], "compiled_shapes": shapes, "eval_step": eval_step,
             "elapsed_minutes": elapsed() / 60.0}
