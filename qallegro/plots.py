@@ -84,3 +84,54 @@ def learning_curve(history: List[Dict], path: str, title: str = "", smoothing: f
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def pareto_plot(values: np.ndarray, front: np.ndarray, path: str, labels: Sequence[str] = ("objective 1", "objective 2"),
+                title: str = "", numbers: Optional[Sequence[int]] = None, failed: int = 0,
+                log_axes: bool = True) -> None:
+    """Two minimised objectives of every completed trial, the Pareto front highlighted and joined by its
+    attainment staircase.
+
+    Args:
+        values: (n, 2) objective values of the completed trials.
+        front: (n,) bool mask of the Pareto-optimal ones.
+        numbers: trial numbers, written next to the Pareto-optimal points.
+        failed: number of failed trials (stated in the legend).
+    """
+    plt = _pyplot()
+    values, front = np.asarray(values, float), np.asarray(front, bool)
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.scatter(values[~front, 0], values[~front, 1], c="0.6", s=22, label=f"trials ({len(values)} completed"
+               + (f", {failed} failed)" if failed else ")"))
+    order = np.argsort(values[front, 0])
+    pf = values[front][order]
+    ax.step(pf[:, 0], pf[:, 1], where="post", color="C3", lw=1.2)
+    ax.scatter(pf[:, 0], pf[:, 1], c="C3", s=40, zorder=3, label=f"Pareto front ({len(pf)})")
+    if numbers is not None:
+        for (x, y), k in zip(pf, np.asarray(numbers)[front][order]):
+            ax.annotate(str(k), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8, color="C3")
+    if log_axes:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
+    ax.legend()
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def hypervolume_plot(curves: Dict[str, np.ndarray], path: str, title: str = "", ylabel: str = "hypervolume") -> None:
+    """Hypervolume of the Pareto front after each trial, one line per sampler/study ({name: (n,) values})."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, hv in curves.items():
+        ax.plot(np.arange(1, len(hv) + 1), hv, label=name)
+    ax.set_xlabel("trial")
+    ax.set_ylabel(ylabel)
+    ax.legend()
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
