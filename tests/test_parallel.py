@@ -25,7 +25,7 @@ WORKER = textwrap.dedent("""
     assert jax.device_count() == 2, jax.devices()
     rng = np.random.default_rng(0)
     species = [1, 6, 8]
-    model, params = small_model(species, noise=0.1)
+    model, params = small_model(species, noise=0.1, l_max=1, num_layers=1)
     graphs = []
     for k in range(5):  # 5 labelled molecules of different sizes: groups of 3 and 2 graphs
         s = random_molecule(rng, n_atoms=4 + k)

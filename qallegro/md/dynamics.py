@@ -172,12 +172,12 @@ def run_md(system: MDSystem, ensemble: str = "nve", steps: int = 1000, dt_fs: fl
     velocity_key, noise_key = jax.random.split(jax.random.PRNGKey(seed))
     momenta = maxwell_boltzmann_momenta(velocity_key, system.masses, kT)
     state = init_fn(noise_key, system.R, kT=kT, mass=system.masses, momenta=momenta, neighbor=neighbors)
-    chunks: Dict[int, Callable] = {}
+    settings = (ensemble, float(dt_fs), float(temperature_K), float(friction_per_fs), tau_fs)
 
-    def get_chunk(n):
-        if n not in chunks:
-            chunks[n] = make_chunk(system, apply_fn, ensemble, kT, n)
-        return chunks[n]
+    def get_chunk(n):  # compiled chunks are kept on the system: a second run with the same settings reuses them
+        if (settings, n) not in system.chunks:
+            system.chunks[(settings, n)] = make_chunk(system, apply_fn, ensemble, kT, n)
+        return system.chunks[(settings, n)]
 
     thermo: List[Dict[str, float]] = []
     frames: List[Any] = []

@@ -112,6 +112,8 @@ class MDSystem:
     r_max: float
     skin: float
     capacity_multiplier: float
+    #: compiled MD chunks of this system, reused by later runs (see qallegro.md.dynamics.run_md)
+    chunks: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def to_cartesian(self, R) -> np.ndarray:
         """(N, 3) Cartesian positions in Å of space coordinates `R` (wrapped into the cell if periodic)."""

@@ -28,8 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
-from qallegro.potential.graph import energy_forces_stress as _graph_energy_forces_stress
-from qallegro.potential.graph import graph_energies as _graph_energies
+from qallegro.potential.graph import jit_energy_forces_stress, jit_graph_energies
 
 ARTIFACT_FORMAT = "qallegro-potential"
 ARTIFACT_VERSION = 1
@@ -185,9 +184,10 @@ class Potential:
         self.sha256 = sha256
         self._rng = jax.random.PRNGKey(0) if getattr(self.model, "shots", None) is not None else None
         model, rng = self.model, self._rng
-        self._energy_graph = jax.jit(lambda p, g: _graph_energies(model, p, g.nodes["positions"], g, None, rng))
-        self._forces_graph = jax.jit(lambda p, g: _graph_energy_forces_stress(model, p, g, False, rng))
-        self._stress_graph = jax.jit(lambda p, g: _graph_energy_forces_stress(model, p, g, True, rng))
+        # Module-level jit caches: potentials with the same hyperparameters share compilations.
+        self._energy_graph = lambda p, g: jit_graph_energies(model, p, g, rng)
+        self._forces_graph = lambda p, g: jit_energy_forces_stress(model, p, g, False, rng)
+        self._stress_graph = lambda p, g: jit_energy_forces_stress(model, p, g, True, rng)
 
     def __repr__(self) -> str:
         family = self.model_config.get("family", "allegro")

@@ -80,3 +80,16 @@ def energy_forces_stress(model: nn.Module, params: Any, graph: jraph.GraphsTuple
         safe_volume = jnp.where(volume > 1e-8, volume, 1.0)
         out["stress"] = jnp.where((volume > 1e-8)[:, None, None], dE_deps / safe_volume[:, None, None], 0.0)
     return out
+
+
+#: jit-compiled `energy_forces_stress` with (model, compute_stress) static: one cache shared by every caller
+#: (Potential objects, tests), keyed by the model's hyperparameters and the padded shape.
+jit_energy_forces_stress = jax.jit(energy_forces_stress, static_argnums=(0, 3))
+
+
+def _energies_of_graph(model, params, graph, rng=None):
+    return graph_energies(model, params, graph.nodes["positions"], graph, None, rng)
+
+
+#: jit-compiled energies only, (model, params, graph, rng) -> (G,) eV, model static.
+jit_graph_energies = jax.jit(_energies_of_graph, static_argnums=0)
