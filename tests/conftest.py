@@ -9,3 +9,23 @@ def x64():
     """Run the test with 64-bit floats (tight tolerances), restoring the global setting afterwards."""
     with jax.enable_x64(True):
         yield
+
+
+@pytest.fixture
+def tiny_aspirin_config(tmp_path):
+    """A dataset config YAML over a 12/6-frame slice of the embedded aspirin data and a tiny model."""
+    import os
+
+    import numpy as np
+
+    data = os.path.join(os.path.dirname(__file__), "..", "experiments", "data")
+    for split, n in (("train", 12), ("test", 6)):
+        f = np.load(os.path.join(data, f"rmd17_aspirin_{split}_01.npz"))
+        np.savez(tmp_path / f"{split}.npz", **{k: f[k][:n] if k != "nuclear_charges" else f[k]
+                                                for k in ("nuclear_charges", "coords", "energies", "forces")})
+    (tmp_path / "tiny.yaml").write_text(
+        "dataset: {train: train.npz, test: test.npz, n_train: 8, n_val: 4}\n"
+        "model: {r_max: 4.0, l_max: 1, num_layers: 1, num_tensor_features: 4, two_body_mlp: [8, 16],\n"
+        "        latent_mlp: [16], readout_mlp: [8]}\n"
+        "training: {batch_size: 4, eval_batch_size: 6, max_minutes: null}\n")
+    return str(tmp_path / "tiny.yaml")

@@ -1,0 +1,49 @@
+"""The hpo command end to end on a tiny slice of aspirin: trials train and are timed, the report is written,
+re-running resumes without new trials, and a study's front transfers to another run."""
+
+import json
+import os
+
+import jax
+import numpy as np
+
+from experiments.run import main
+
+
+def test_hpo_command_study_resume_and_transfer(tmp_path, tiny_aspirin_config, capsys):
+    # Only the learning rate varies, so every trial compiles the same programs: with JAX's persistent
+    # compilation cache the later trials skip compilation and the test stays short.
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path / "jax-cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    space = tmp_path / "space.yaml"
+    space.write_text("training.learning_rate: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}\n"
+                     "training.ema_decay: {type: categorical, choices: [0.9, 0.99]}\n")
+    out = tmp_path / "study"
+    argv = ["hpo", "--dataset", "rmd17-aspirin", "--config", tiny_aspirin_config, "--space", str(space),
+            "--n-trials", "3", "--n-initial", "2", "--trial-epochs", "1", "--timing-structures", "2",
+            "--out", str(out)]
+    assert main(argv) == 0
+    for name in ("pareto.png", "hypervolume.png", "pareto.md", "study.json", "study.db"):
+        assert (out / name).exists(), name
+    summary = json.loads((out / "study.json").read_text())
+    assert len(summary["trials"]) == 3 and not summary["failed"]
+    for t in summary["trials"]:
+        forces_mae, ms = t["values"]
+        assert np.isfinite(forces_mae) and forces_mae > 0 and ms > 0
+        assert t["epochs"] == 1 and t["validation"]["forces_mae"] == forces_mae
+    assert any(t["pareto"] for t in summary["trials"])
+    assert np.all(np.diff(summary["hypervolume"]) >= 0)
+    assert "Pareto-optimal configurations" in capsys.readouterr().out
+
+    assert main(argv) == 0  # the same command again: the study is complete, nothing new runs
+    assert len(json.loads((out / "study.json").read_text())["trials"]) == 3
+
+    transfer = tmp_path / "transfer"
+    assert main(["hpo", "--dataset", "rmd17-aspirin", "--config", tiny_aspirin_config, "--space", str(space),
+                 "--trial-epochs", "1", "--timing-structures", "2", "--out", str(transfer),
+                 "--transfer-from", str(out / "study.db")]) == 0
+    moved = json.loads((transfer / "study.json").read_text())["trials"]
+    source = {tuple(sorted(t["params"].items())) for t in summary["trials"] if t["pareto"]}
+    assert {tuple(sorted(t["params"].items())) for t in moved} == source
+    assert all(t["source_trial"] in [s["number"] for s in summary["trials"]] for t in moved)
+    assert "Transferred from" in (transfer / "pareto.md").read_text()
