@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import platform
+import warnings
 from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
@@ -159,7 +160,9 @@ def main(args: argparse.Namespace) -> int:
         name = args.study_name or f"{name}-transfer"
     study = optuna.create_study(storage=storage, study_name=name, directions=["minimize", "minimize"],
                                 sampler=sampler, load_if_exists=True)
-    study.set_metric_names(["error", "inference_ms"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(["error", "inference_ms"])
     command = "python -m experiments.run hpo " + " ".join(_argv_of(args))
     study.set_user_attr("dataset", args.dataset)
     study.set_user_attr("model", args.model)
