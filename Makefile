@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test clean
+.PHONY: install run test clean peer-venv
 
 install: $(STAMP)
 
@@ -20,6 +20,18 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest -n 2 --durations=15 tests
+
+# PyTorch Allegro (the peer of experiments/benchmarks/peer.py) in its own venv: torch first (CPU wheel), then
+# nequip-allegro 0.8 (pulls nequip 0.19).
+PEER_VENV := .venv-peer
+peer-venv: $(PEER_VENV)/.installed
+
+$(PEER_VENV)/.installed:
+	$(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/python -m pip install --upgrade pip
+	$(PEER_VENV)/bin/python -m pip install torch==2.13.0
+	$(PEER_VENV)/bin/python -m pip install "nequip-allegro>=0.8,<0.9" "nequip>=0.19,<0.20" ase
+	touch $@
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
