@@ -12,7 +12,7 @@ def x64():
 
 
 @pytest.fixture
-def tiny_aspirin_config(tmp_path):
+def tiny_config(tmp_path):
     """A dataset config YAML over a 12/6-frame slice of the embedded aspirin data and a tiny model."""
     import os
 

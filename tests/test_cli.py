@@ -8,21 +8,6 @@ import pytest
 
 from experiments.run import build_parser, main
 
-DATA = os.path.join(os.path.dirname(__file__), "..", "experiments", "data")
-
-
-@pytest.fixture
-def tiny_config(tmp_path):
-    for split, n in (("train", 12), ("test", 6)):
-        f = np.load(os.path.join(DATA, f"rmd17_aspirin_{split}_01.npz"))
-        np.savez(tmp_path / f"{split}.npz", **{k: f[k][:n] if k != "nuclear_charges" else f[k]
-                                                for k in ("nuclear_charges", "coords", "energies", "forces")})
-    (tmp_path / "tiny.yaml").write_text(
-        "dataset: {train: train.npz, test: test.npz, n_train: 8, n_val: 4}\n"
-        "model: {r_max: 4.0, l_max: 1, num_layers: 1, num_tensor_features: 4, two_body_mlp: [8, 16],\n"
-        "        latent_mlp: [16], readout_mlp: [8]}\n"
-        "training: {batch_size: 4, eval_batch_size: 6, max_minutes: null}\n")
-    return str(tmp_path / "tiny.yaml")
 
 
 def test_train_command_writes_results(tmp_path, tiny_config, capsys):

@@ -10,7 +10,7 @@ import numpy as np
 from experiments.run import main
 
 
-def test_hpo_command_study_resume_and_transfer(tmp_path, tiny_aspirin_config, capsys):
+def test_hpo_command_study_resume_and_transfer(tmp_path, tiny_config, capsys):
     # Only the learning rate varies, so every trial compiles the same programs: with JAX's persistent
     # compilation cache the later trials skip compilation and the test stays short.
     jax.config.update("jax_compilation_cache_dir", str(tmp_path / "jax-cache"))
@@ -19,7 +19,7 @@ def test_hpo_command_study_resume_and_transfer(tmp_path, tiny_aspirin_config, ca
     space.write_text("training.learning_rate: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}\n"
                      "training.ema_decay: {type: categorical, choices: [0.9, 0.99]}\n")
     out = tmp_path / "study"
-    argv = ["hpo", "--dataset", "rmd17-aspirin", "--config", tiny_aspirin_config, "--space", str(space),
+    argv = ["hpo", "--dataset", "rmd17-aspirin", "--config", tiny_config, "--space", str(space),
             "--n-trials", "3", "--n-initial", "2", "--trial-epochs", "1", "--timing-structures", "2",
             "--out", str(out)]
     assert main(argv) == 0
@@ -39,7 +39,7 @@ def test_hpo_command_study_resume_and_transfer(tmp_path, tiny_aspirin_config, ca
     assert len(json.loads((out / "study.json").read_text())["trials"]) == 3
 
     transfer = tmp_path / "transfer"
-    assert main(["hpo", "--dataset", "rmd17-aspirin", "--config", tiny_aspirin_config, "--space", str(space),
+    assert main(["hpo", "--dataset", "rmd17-aspirin", "--config", tiny_config, "--space", str(space),
                  "--trial-epochs", "1", "--timing-structures", "2", "--out", str(transfer),
                  "--transfer-from", str(out / "study.db")]) == 0
     moved = json.loads((transfer / "study.json").read_text())["trials"]
