@@ -99,5 +99,8 @@ def _resolve_data_paths(data: Dict[str, Any], base_dir: str) -> None:
     for key in ("train", "test"):
         if data.get(key):
             data[key] = _resolve(data[key], base_dir)
-    for name, p in (data.get("external") or {}).items():
-        data["external"][name] = _resolve(p, base_dir)
+    for name, entry in (data.get("external") or {}).items():
+        if isinstance(entry, dict):
+            entry["path"] = _resolve(entry["path"], base_dir)
+        else:
+            data["external"][name] = _resolve(entry, base_dir)

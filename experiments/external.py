@@ -50,31 +50,41 @@ def external_metrics(structures, predictions: Dict[str, np.ndarray], metrics: Di
     return out
 
 
-def evaluate_external(sets: Dict[str, str], eval_step: Callable, params: Any, r_max: float, species: Sequence[int],
+def evaluate_external(sets: Dict[str, Any], eval_step: Callable, params: Any, r_max: float, species: Sequence[int],
                       tcfg, log=print) -> Dict[str, Dict[str, Any]]:
-    """`external_metrics` for every name -> extxyz path in `sets`; missing files are skipped with a message,
-    frames with elements the model does not know are dropped (and counted)."""
+    """`external_metrics` for every entry of `sets`: name -> extxyz path, or name -> {path, min_volume_per_atom,
+    max_volume_per_atom} (Å^3; keeps the frames in [min, max), e.g. to report compressed cells apart).
+    Missing files are skipped with a message; frames with elements the model does not know are dropped (and
+    counted)."""
     from qallegro.data.graphs import GraphLoader, structure_to_graph
     from qallegro.data.readers import read_structures
     from qallegro.train.loop import evaluate
 
     results = {}
-    for name, path in sets.items():
+    for name, entry in sets.items():
+        spec = entry if isinstance(entry, dict) else {"path": entry}
+        path = spec["path"]
         if not os.path.exists(path):
             log(f"external {name}: {path} not found, skipped")
             continue
         structures = read_structures(path)
+        lo, hi = spec.get("min_volume_per_atom"), spec.get("max_volume_per_atom")
+        if lo is not None or hi is not None:
+            def v_atom(s):
+                return abs(np.linalg.det(s.cell)) / s.n_atoms
+            structures = [s for s in structures if (lo is None or v_atom(s) >= lo) and (hi is None or v_atom(s) < hi)]
         known = [s for s in structures if set(int(z) for z in s.Z) <= set(int(z) for z in species)]
         loader = GraphLoader([structure_to_graph(s, r_max, species) for s in known], tcfg.eval_batch_size,
                              shuffle=False)
         metrics, predictions = evaluate(eval_step, params, loader, tcfg, return_predictions=True)
-        entry = external_metrics(known, predictions, metrics, species)
-        entry.update(path=os.path.relpath(path), dropped_unknown_species=len(structures) - len(known))
-        results[name] = entry
-        log(f"external {name} ({entry['n']} frames): forces MAE {entry['forces_mae']:.1f} meV/Å, energy "
-            f"{entry.get('energy_per_atom_mae', float('nan')):.1f} meV/atom "
-            f"({entry.get('energy_per_atom_mae_refit', float('nan')):.1f} after the reference refit), "
-            f"stress {entry.get('stress_mae', float('nan')):.2f} meV/Å^3")
+        out = external_metrics(known, predictions, metrics, species)
+        out.update(path=os.path.relpath(path), dropped_unknown_species=len(structures) - len(known),
+                   volume_per_atom_bounds=[lo, hi])
+        results[name] = out
+        log(f"external {name} ({out['n']} frames): forces MAE {out['forces_mae']:.1f} meV/Å, energy "
+            f"{out.get('energy_per_atom_mae', float('nan')):.1f} meV/atom "
+            f"({out.get('energy_per_atom_mae_refit', float('nan')):.1f} after the reference refit), "
+            f"stress {out.get('stress_mae', float('nan')):.2f} meV/Å^3")
     return results
 
 
