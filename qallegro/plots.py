@@ -111,8 +111,13 @@ def pareto_plot(values: np.ndarray, front: np.ndarray, path: str, labels: Sequen
         for (x, y), k in zip(pf, np.asarray(numbers)[front][order]):
             ax.annotate(str(k), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8, color="C3")
     if log_axes:
+        from matplotlib.ticker import FuncFormatter
+
         ax.set_xscale("log")
         ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):  # plain numbers; minor ticks labelled at 2 and 5 only
+            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
     ax.set_xlabel(labels[0])
     ax.set_ylabel(labels[1])
     ax.legend()
