@@ -53,7 +53,8 @@ def external_metrics(structures, predictions: Dict[str, np.ndarray], metrics: Di
 def evaluate_external(sets: Dict[str, Any], eval_step: Callable, params: Any, r_max: float, species: Sequence[int],
                       tcfg, log=print) -> Dict[str, Dict[str, Any]]:
     """`external_metrics` for every entry of `sets`: name -> extxyz path, or name -> {path, min_volume_per_atom,
-    max_volume_per_atom} (Å^3; keeps the frames in [min, max), e.g. to report compressed cells apart).
+    max_volume_per_atom, read} (volumes in Å^3: keeps the frames in [min, max), e.g. to report compressed cells
+    apart; read: reader options such as energy_key, see `qallegro.data.readers.read_extxyz`).
     Missing files are skipped with a message; frames with elements the model does not know are dropped (and
     counted)."""
     from qallegro.data.graphs import GraphLoader, structure_to_graph
@@ -67,13 +68,16 @@ def evaluate_external(sets: Dict[str, Any], eval_step: Callable, params: Any, r_
         if not os.path.exists(path):
             log(f"external {name}: {path} not found, skipped")
             continue
-        structures = read_structures(path)
+        structures = read_structures(path, **(spec.get("read") or {}))
         lo, hi = spec.get("min_volume_per_atom"), spec.get("max_volume_per_atom")
         if lo is not None or hi is not None:
             def v_atom(s):
                 return abs(np.linalg.det(s.cell)) / s.n_atoms
             structures = [s for s in structures if (lo is None or v_atom(s) >= lo) and (hi is None or v_atom(s) < hi)]
         known = [s for s in structures if set(int(z) for z in s.Z) <= set(int(z) for z in species)]
+        if not known:
+            log(f"external {name}: no frame of {path} with the model's species and the volume bounds, skipped")
+            continue
         loader = GraphLoader([structure_to_graph(s, r_max, species) for s in known], tcfg.eval_batch_size,
                              shuffle=False)
         metrics, predictions = evaluate(eval_step, params, loader, tcfg, return_predictions=True)

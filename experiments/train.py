@@ -54,8 +54,9 @@ def main(args: argparse.Namespace) -> int:
           + f" after {results['epochs']} epochs, {results['train_minutes']:.1f} min of training")
     for name, ext in results.get("external", {}).items():
         print(f"external {name} ({ext['n']} frames): forces MAE {ext['forces_mae']:.1f} meV/Å, energy MAE "
-              f"{ext['energy_per_atom_mae']:.1f} meV/atom ({ext['energy_per_atom_mae_refit']:.1f} after the "
-              f"per-element reference refit), stress MAE {ext.get('stress_mae', float('nan')):.2f} meV/Å^3")
+              f"{ext.get('energy_per_atom_mae', float('nan')):.1f} meV/atom "
+              f"({ext.get('energy_per_atom_mae_refit', float('nan')):.1f} after the per-element reference refit), "
+              f"stress MAE {ext.get('stress_mae', float('nan')):.2f} meV/Å^3")
     print(f"results: {os.path.join(out, 'results.json')}")
     return 0
 

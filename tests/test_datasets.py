@@ -224,8 +224,10 @@ def test_train_on_extxyz_path_with_stress(tmp_path, capsys):
         frames.append(a)
     path = str(tmp_path / "lj.extxyz")
     ase.io.write(path, frames, format="extxyz")
+    keys = "{energy_key: dft_energy, forces_key: dft_forces, stress_key: dft_stress}"
     (tmp_path / "tiny.yaml").write_text(
-        "dataset: {n_train: 4, n_val: 2}\n"
+        f"dataset: {{n_train: 4, n_val: 2, external: {{plain: {path}, again: {{path: {path}, read: {keys}}},\n"
+        f"          dense: {{path: {path}, max_volume_per_atom: 12.6, read: {keys}}}}}}}\n"
         "model: {r_max: 3.5, l_max: 1, num_layers: 1, num_tensor_features: 4, two_body_mlp: [8], latent_mlp: [8],\n"
         "        readout_mlp: [8]}\n"
         "training: {batch_size: 4, eval_batch_size: 4, max_minutes: null, refit_shift: false}\n")
@@ -240,3 +242,9 @@ def test_train_on_extxyz_path_with_stress(tmp_path, capsys):
     assert results["training"]["stress_weight"] > 0
     assert np.isfinite(results["test"]["stress_mae"]) and results["test"]["stress_mae"] > 0
     assert "stress MAE" in capsys.readouterr().out
+    # the external evaluation (as for the real DFT frames of the Cu–Li set): all 8 frames, or the denser ones
+    again, dense = results["external"]["again"], results["external"]["dense"]
+    assert "energy_per_atom_mae" not in results["external"]["plain"]  # standard keys: no labels in this file
+    assert again["n"] == 8 and dense["n"] == 3  # volumes per atom 12.05, 12.12, 12.55 < 12.6 Å^3
+    assert again["energy_per_atom_mae_refit"] <= again["energy_per_atom_mae"] + 1e-9
+    assert np.isfinite(again["forces_mae"]) and np.isfinite(again["stress_mae"])
