@@ -21,9 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--forces-key", default=None,
                         help="extxyz per-atom key of the forces (eV/Å); default: ASE's 'forces' where present")
     parser.add_argument("--stress-key", default=None,
-                        help="extxyz info key of the stress (eV/Å^3, ASE sign; 'none': do not use stress)")
-    parser.add_argument("--model", default="allegro", help="model family (default: allegro)")
-    parser.add_argument("--config", default=None, help="YAML merged over the dataset config (model/training keys)")
+                        help="extxyz info key of the stress (eV/Å^3, ASE sign; 'none': do not use stress); default: "
+                             "ASE's 'stress' where present")
+    parser.add_argument("--model", default="allegro",
+                        help="model family: allegro, allegro-mlp or allegro-qdi (default: allegro)")
+    parser.add_argument("--config", default=None,
+                        help="YAML merged over the dataset config (dataset/model/training keys; default: none)")
     parser.add_argument("--profile", default="cpu", choices=["cpu", "paper"],
                         help="cpu: small, ~15 min on 2 cores; paper: the published recipe (default: cpu)")
     parser.add_argument("--max-epochs", type=int, default=None, help="stop after N epochs (default: from config)")
