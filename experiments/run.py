@@ -25,10 +25,32 @@ COMMANDS = {
 }
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Adds "(default: X)" to an option's help unless the help already states its default, the option is a flag
+    or a required option (marked "(required)"), or its default is None (the help says what happens without it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if not action.option_strings or isinstance(action, argparse._HelpAction):
+            return text
+        if action.required:
+            return f"{text} (required)"
+        if "default" in text.lower() or any(action.default is v for v in (None, False, argparse.SUPPRESS)):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+DESCRIPTION = """Train, compare and search qallegro potentials, analyse the QDI circuit, run MD.
+
+Training is the default command: `python -m experiments.run --dataset D --model M` is `... train --dataset D
+--model M`. `python -m experiments.run COMMAND --help` lists every option of a command with its units and
+default."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m experiments.run", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m experiments.run", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command")
+    sub = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         try:
             mod = importlib.import_module(module)
@@ -36,8 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
             if err.name != module:  # a real missing dependency, not a command still to come
                 raise
             continue
-        p = sub.add_parser(name, help=help_text, description=help_text,
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter)
         mod.add_arguments(p)
         p.set_defaults(_main=mod.main)
     return parser
