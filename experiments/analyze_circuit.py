@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--measurement-mode", choices=MEASUREMENT_MODES, default="none",
                    help="which qubits are read out (default: %(default)s)")
     g.add_argument("--weights", default=None,
-                   help="a .npy file with the circuit weights (default: random Uniform[0, 2 pi) from --seed)")
+                   help="a .npy file with the circuit weights, angles in radians of shape (chunks, depth, "
+                        "n_qubits[, 3]) (default: random Uniform[0, 2 pi) from --seed)")
     g.add_argument("--seed", type=int, default=0,
                    help="seed for random weights, inputs and random draws (default: %(default)s)")
 

@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated model families")
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1) per model")
     parser.add_argument("--profile", default="cpu", choices=["cpu", "paper"], help="config profile")
-    parser.add_argument("--config", default=None, help="YAML merged over the dataset config, e.g. block settings")
+    parser.add_argument("--config", default=None,
+                        help="YAML merged over the dataset config, e.g. block settings (default: none)")
     parser.add_argument("--max-epochs", type=int, default=None,
                         help="the shared budget: every model trains for exactly N epochs (default: from config)")
     parser.add_argument("--max-minutes", type=float, default=None,
