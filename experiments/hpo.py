@@ -272,7 +272,7 @@ def write_report(study, out: str, command: str, source: Optional[str] = None) ->
     summary = {"study": study.study_name, "command": command, "objectives": list(OBJECTIVES),
                "reference_point": reference.tolist(), "hypervolume": hv.tolist(),
                "trials": [{"number": t.number, "values": list(t.values), "params": t.params,
-                           "pareto": bool(on), **{k: v for k, v in t.user_attrs.items() if k != "claimed"}}
+                           "pareto": bool(on), **{k: v for k, v in t.user_attrs.items() if k != "dedupe"}}
                           for t, on in zip(done, front)],
                "failed": [{"number": t.number, "params": t.params, "failure": t.user_attrs.get("failure")}
                           for t in failed],

@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 
 from qallegro.hpo.samo_cobra import SamoCobraSampler
 from qallegro.hpo.space import from_unit, space_from_yaml, to_unit
-from qallegro.hpo.study import run_worker, set_by_path
+from qallegro.hpo.study import run_worker, set_by_path, skip_if_duplicate
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 WORKER = os.path.join(os.path.dirname(__file__), "hpo_worker.py")
@@ -258,3 +258,22 @@ def postgres():
 def test_two_workers_share_one_postgresql_study(postgres):
     optuna.create_study(storage=postgres, study_name="shared", directions=["minimize", "minimize"])
     _two_workers(postgres, "shared", 8)
+
+
+def test_twin_trials_claim_a_configuration_once():
+    study = optuna.create_study()
+    for _ in range(4):
+        study.enqueue_trial({"x": 0.5})
+    first, second = study.ask(), study.ask()
+    for t in (first, second):
+        t.suggest_float("x", 0.0, 1.0)
+    skip_if_duplicate(second)  # the higher number checks first, before its twin states anything: it goes on
+    with pytest.raises(optuna.TrialPruned, match=f"trial {second.number}"):
+        skip_if_duplicate(first)
+    assert first.user_attrs["dedupe"] == "yield" and second.user_attrs["dedupe"] == "pass"
+    third, fourth = study.ask(), study.ask()
+    for t in (third, fourth):
+        t.suggest_float("x", 0.0, 1.0)
+    third.set_user_attr("dedupe", "intent")  # a lower-numbered twin in the middle of its check
+    with pytest.raises(optuna.TrialPruned):
+        skip_if_duplicate(fourth)

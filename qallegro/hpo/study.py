@@ -71,22 +71,41 @@ def _counts(study: optuna.Study, below: Optional[int] = None) -> Dict[TrialState
     return counts
 
 
-def skip_if_duplicate(trial: Trial) -> None:
-    """Call in an objective right after its `suggest_*` calls: raise TrialPruned when another live trial (running,
-    waiting or complete) has the same parameters and got there first.
+def skip_if_duplicate(trial: Trial, timeout: float = 120.0, poll_seconds: float = 0.05) -> None:
+    """Call in an objective right after its `suggest_*` calls: raise TrialPruned when another trial with the
+    same parameters is complete, queued, or running and wins the claim below. A configuration is never
+    trained twice, even when the samplers of two workers propose it at the same moment.
 
-    Samplers of different workers can propose the same configuration at the same moment, before either is
-    stored. Each trial stores its parameters, then checks, then marks itself "claimed"; it yields to a trial
-    that is complete, already claimed, or has a lower number. So once both are stored exactly one goes on (the
-    only gap left is a check that falls between the other's check and its claim: two storage round trips).
+    The claim (user attribute "dedupe"): write "intent", read the other trials, then write "pass" or "yield".
+    A trial yields to a complete, waiting or passed twin and to a twin with a lower number that has stated its
+    intent; a trial that sees a twin with a higher number stating its intent waits for that twin's decision and
+    yields if it passed. Since each trial writes before it reads, at least one of two twins sees the other, and
+    exactly one goes on.
     """
-    for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING,
-                                                                 TrialState.WAITING)):
+    live = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+    storage = trial.study._storage
+
+    def give_way(other):
+        trial.set_user_attr("dedupe", "yield")
+        raise optuna.TrialPruned(f"same parameters as trial {other.number}")
+
+    trial.set_user_attr("dedupe", "intent")
+    for other in trial.study.get_trials(deepcopy=False, states=live):
         if other.number == trial.number or other.params != trial.params:
             continue
-        if other.number < trial.number or other.state == TrialState.COMPLETE or other.user_attrs.get("claimed"):
-            raise optuna.TrialPruned(f"same parameters as trial {other.number}")
-    trial.set_user_attr("claimed", True)
+        state = other.user_attrs.get("dedupe")
+        if other.state != TrialState.RUNNING or state == "pass":
+            give_way(other)
+        if state == "intent":
+            if other.number < trial.number:
+                give_way(other)
+            deadline = time.monotonic() + timeout
+            while state == "intent" and time.monotonic() < deadline:
+                time.sleep(poll_seconds)
+                state = storage.get_trial(other._trial_id).user_attrs.get("dedupe")
+            if state in ("pass", "intent"):  # "intent" after the timeout: a dead twin; its retry will yield
+                give_way(other)
+    trial.set_user_attr("dedupe", "pass")
 
 
 def run_worker(study: optuna.Study, objective: Callable[[Trial], Sequence[float]], n_trials: int,
