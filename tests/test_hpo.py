@@ -262,8 +262,8 @@ def test_two_workers_share_one_postgresql_study(postgres):
 
 def test_twin_trials_claim_a_configuration_once():
     study = optuna.create_study()
-    for _ in range(4):
-        study.enqueue_trial({"x": 0.5})
+    for x in (0.5, 0.5, 0.25, 0.25):
+        study.enqueue_trial({"x": x})
     first, second = study.ask(), study.ask()
     for t in (first, second):
         t.suggest_float("x", 0.0, 1.0)
@@ -275,5 +275,5 @@ def test_twin_trials_claim_a_configuration_once():
     for t in (third, fourth):
         t.suggest_float("x", 0.0, 1.0)
     third.set_user_attr("dedupe", "intent")  # a lower-numbered twin in the middle of its check
-    with pytest.raises(optuna.TrialPruned):
+    with pytest.raises(optuna.TrialPruned, match=f"trial {third.number}"):
         skip_if_duplicate(fourth)
