@@ -123,12 +123,21 @@ class MDSystem:
     def allocate(self, R=None, extra_capacity: int = 0):
         """A new neighbour list for `R` (default: the initial positions) with `capacity_multiplier` headroom
         plus `extra_capacity` pairs. Not jittable (it sizes the buffers)."""
-        return self.neighbor_fn.allocate(self.R if R is None else R, extra_capacity=extra_capacity)
+        neighbors = self.neighbor_fn.allocate(self.R if R is None else R, extra_capacity=extra_capacity)
+        return _static_cell_size(neighbors)
 
     @staticmethod
     def neighbors_ok(neighbors) -> bool:
         """False when the list's buffer (or its cell list) overflowed since allocation: pairs may be missing."""
         return not bool(neighbors.did_buffer_overflow)
+
+
+def _static_cell_size(neighbors):
+    """jax-md (0.2.29) stores the cell-list cell size of fractional coordinates as a 0-d jax array in a static
+    (metadata) field, which newer JAX refuses to compare under jit; a Python float is equivalent."""
+    if neighbors.cell_size is not None and not isinstance(neighbors.cell_size, float):
+        neighbors = neighbors.set(cell_size=float(np.asarray(neighbors.cell_size)))
+    return neighbors
 
 
 def build_system(potential: Potential, positions, Z, cell=None, pbc=False, masses=None, skin: float = 0.5,
