@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--space", default=None,
                         help="search-space YAML (default: experiments/configs/hpo/MODEL.yaml)")
     parser.add_argument("--profile", default="cpu", choices=["cpu", "paper"], help="base config profile")
-    parser.add_argument("--config", default=None, help="YAML merged over the dataset config before the search")
+    parser.add_argument("--config", default=None, help="YAML merged over the dataset config before the search (default: none)")
     parser.add_argument("--out", default=None, help="study directory (default runs/hpo-DATASET-MODEL-SAMPLER)")
     parser.add_argument("--storage", default=None,
                         help="Optuna storage URL (default sqlite:///OUT/study.db; e.g. postgresql://user@host/db)")
@@ -59,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds between trial heartbeats; a trial silent for 2 beats + 10 s is retried")
     parser.add_argument("--transfer-from", default=None, metavar="STORAGE",
                         help="storage URL (or .db file) of a finished study whose Pareto-optimal configurations "
-                             "are evaluated on --dataset")
+                             "are evaluated on --dataset (default: none, a new search)")
     parser.add_argument("--transfer-study", default=None,
                         help="study name inside --transfer-from (default: its only study)")
     parser.add_argument("--report-only", action="store_true", help="only redraw the plots and tables of OUT")
