@@ -128,11 +128,10 @@ def markdown_table(summary: Dict[str, Any]) -> str:
 
 def bar_chart(summary: Dict[str, Any], path: str) -> None:
     """Forces and energy MAE per model, mean with std error bars over seeds."""
-    from qallegro.plots import _pyplot
+    from qallegro.plots import new_figure
 
-    plt = _pyplot()
     names = list(summary["models"])
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
+    fig, axes = new_figure(1, 3, figsize=(12, 3.8))
     for ax, (metric, label) in zip(axes, (("forces_mae", "forces MAE (meV/Å)"), ("energy_mae", "energy MAE (meV)"))):
         values = [np.asarray(summary["models"][n]["test"][metric]) for n in names]
         ax.bar(names, [v.mean() for v in values], yerr=[v.std(ddof=1) if len(v) > 1 else 0 for v in values],
@@ -146,4 +145,3 @@ def bar_chart(summary: Dict[str, Any], path: str) -> None:
     fig.suptitle(f"{summary['dataset']}: test errors over {summary['seeds']} seeds")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -7,20 +7,19 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 
-def _pyplot():
-    import matplotlib
+def new_figure(nrows: int = 1, ncols: int = 1, figsize=None, **kwargs):
+    """(figure, axes) of a matplotlib Figure that belongs to no pyplot backend: saving it works headless, and it
+    leaves an interactive session (Jupyter's inline backend, a GUI) exactly as it was."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
 def parity_plot(predictions: Dict[str, np.ndarray], path: str, title: str = "",
                 species_names: Optional[Sequence[str]] = None) -> None:
     """Energy (per atom, shifted to mean 0, meV) and force-component (eV/Å) parity plots, MAE in the titles."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
+    fig, axes = new_figure(1, 2, figsize=(10, 4.6))
     n_atoms = len(predictions["forces_true"]) / max(len(predictions["energy_true"]), 1)
     et, ep = predictions["energy_true"], predictions["energy_pred"]
     if len(et):
@@ -49,12 +48,10 @@ def parity_plot(predictions: Dict[str, np.ndarray], path: str, title: str = "",
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def learning_curve(history: List[Dict], path: str, title: str = "", smoothing: float = 0.0) -> None:
     """Training loss and validation force MAE per epoch (log scale); optional EMA smoothing in [0, 1)."""
-    plt = _pyplot()
     epochs = np.array([float(r["epoch"]) for r in history])
 
     def series(key):
@@ -67,7 +64,7 @@ def learning_curve(history: List[Dict], path: str, title: str = "", smoothing: f
             return out
         return y
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = new_figure(1, 2, figsize=(10, 4))
     axes[0].plot(epochs, series("train_loss"), label="train")
     axes[0].plot(epochs, series("val_loss"), label="validation (EMA weights)")
     axes[0].set_yscale("log")
@@ -83,7 +80,6 @@ def learning_curve(history: List[Dict], path: str, title: str = "", smoothing: f
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def pareto_plot(values: np.ndarray, front: np.ndarray, path: str, labels: Sequence[str] = ("objective 1", "objective 2"),
@@ -98,9 +94,8 @@ def pareto_plot(values: np.ndarray, front: np.ndarray, path: str, labels: Sequen
         numbers: trial numbers, written next to the Pareto-optimal points.
         failed: number of failed trials (stated in the legend).
     """
-    plt = _pyplot()
     values, front = np.asarray(values, float), np.asarray(front, bool)
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig, ax = new_figure(figsize=(6, 4.5))
     ax.scatter(values[~front, 0], values[~front, 1], c="0.6", s=22, label=f"trials ({len(values)} completed"
                + (f", {failed} failed)" if failed else ")"))
     order = np.argsort(values[front, 0])
@@ -124,13 +119,11 @@ def pareto_plot(values: np.ndarray, front: np.ndarray, path: str, labels: Sequen
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def hypervolume_plot(curves: Dict[str, np.ndarray], path: str, title: str = "", ylabel: str = "hypervolume") -> None:
     """Hypervolume of the Pareto front after each trial, one line per sampler/study ({name: (n,) values})."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = new_figure(figsize=(6, 4))
     for name, hv in curves.items():
         ax.plot(np.arange(1, len(hv) + 1), hv, label=name)
     ax.set_xlabel("trial")
@@ -139,4 +132,3 @@ def hypervolume_plot(curves: Dict[str, np.ndarray], path: str, title: str = "", 
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -48,9 +48,8 @@ _MAX_FOURIER_GRID = 2_000_000
 
 
 def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
+    # No matplotlib.use(): without a display matplotlib falls back to Agg by itself, and forcing it here would
+    # switch off the inline figures of a notebook that calls these analyses.
     import matplotlib.pyplot as plt
 
     return plt
