@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 
 from qallegro.hpo.samo_cobra import SamoCobraSampler
 from qallegro.hpo.space import from_unit, space_from_yaml, to_unit
-from qallegro.hpo.study import run_worker, set_by_path, skip_if_duplicate
+from qallegro.hpo.study import make_storage, run_worker, set_by_path, skip_if_duplicate
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 WORKER = os.path.join(os.path.dirname(__file__), "hpo_worker.py")
@@ -168,7 +168,7 @@ def _worker(url, name, n, sleep_s, worker):
 
 
 def _load(url, name):
-    return optuna.load_study(study_name=name, storage=url)
+    return optuna.load_study(study_name=name, storage=make_storage(url))
 
 
 def _check_complete(study, n):
@@ -187,7 +187,7 @@ def test_killed_study_resumes_with_no_trial_lost(tmp_path):
         time.sleep(0.2)
         try:
             states = [t.state for t in _load(url, name).trials]
-        except (KeyError, optuna.exceptions.StorageInternalError):
+        except Exception:  # the study is not created yet, or the worker holds SQLite's write lock
             continue
         if states.count(TrialState.COMPLETE) >= 3 and states[-1] == TrialState.RUNNING:
             break

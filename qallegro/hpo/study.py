@@ -60,7 +60,8 @@ def make_storage(url: str, heartbeat_interval: int = 60, grace_period: Optional[
             url, heartbeat_interval=heartbeat_interval,
             grace_period=grace_period if grace_period is not None else 2 * heartbeat_interval + 10,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
-            engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None)
+            # SQLite: wait up to a minute for another worker's write lock instead of failing after 5 s.
+            engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True})
 
 
 def _counts(study: optuna.Study, below: Optional[int] = None) -> Dict[TrialState, int]:
