@@ -23,16 +23,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--structure", required=True, help="initial structure, any file ase.io.read reads")
     parser.add_argument("--index", default="0", help="frame of --structure to start from (ase.io index)")
     parser.add_argument("--repeat", type=int, nargs=3, default=None, metavar=("NA", "NB", "NC"),
-                        help="replicate a periodic cell before the run")
+                        help="replicate a periodic cell NA x NB x NC times before the run (default: no replication)")
     parser.add_argument("--ensemble", default="nve", choices=list(ENSEMBLES),
                         help="nve (velocity Verlet), nvt / langevin (Langevin), nose-hoover")
     parser.add_argument("--steps", type=int, default=1000, help="number of MD steps")
     parser.add_argument("--dt", type=float, default=0.5, help="time step in fs")
     parser.add_argument("--temperature", type=float, default=300.0,
-                        help="K: initial Maxwell-Boltzmann velocities and the thermostat target")
+                        help="temperature in kelvin of the initial Maxwell-Boltzmann velocities and of the thermostat")
     parser.add_argument("--friction", type=float, default=0.01, help="Langevin friction in 1/fs")
     parser.add_argument("--tau", type=float, default=None, help="Nose-Hoover time constant in fs (default 100 dt)")
-    parser.add_argument("--log-every", type=int, default=100, help="K: log thermo and a frame every K steps")
+    parser.add_argument("--log-every", type=int, default=100, help="write thermo and a trajectory frame every this many steps")
     parser.add_argument("--skin", type=float, default=0.5, help="neighbour-list skin in Å")
     parser.add_argument("--seed", type=int, default=0, help="seed of velocities and Langevin noise")
     parser.add_argument("--float64", action="store_true", help="run in float64 (enables jax x64)")

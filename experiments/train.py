@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None,
                         help="YAML merged over the dataset config (dataset/model/training keys; default: none)")
     parser.add_argument("--profile", default="cpu", choices=["cpu", "paper"],
-                        help="cpu: small, ~15 min on 2 cores; paper: the published recipe (default: cpu)")
+                        help="cpu: small, ~12 min of training on 2 cores; paper: the published recipe (default: cpu)")
     parser.add_argument("--max-epochs", type=int, default=None, help="stop after N epochs (default: from config)")
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="training wall-time budget in minutes (default: from config)")

@@ -7,8 +7,8 @@ import pytest
 
 from experiments.run import COMMANDS, HelpFormatter, build_parser
 
-# Options whose help does not say what happens without them yet (modules owned elsewhere; reported).
-KNOWN_GAPS = {("md", "--repeat")}
+# Options whose help does not say what happens without them (none left).
+KNOWN_GAPS = set()
 
 
 def subparsers():
