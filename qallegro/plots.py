@@ -18,20 +18,27 @@ def new_figure(nrows: int = 1, ncols: int = 1, figsize=None, **kwargs):
 
 def parity_plot(predictions: Dict[str, np.ndarray], path: str, title: str = "",
                 species_names: Optional[Sequence[str]] = None) -> None:
-    """Energy (per atom, shifted to mean 0, meV) and force-component (eV/Å) parity plots, MAE in the titles."""
+    """Energy (per atom, shifted to mean 0, meV/atom) and force-component (eV/Å) parity plots, MAE in the titles.
+
+    `predictions` as returned by `qallegro.train.loop.evaluate`: energy_true/pred (eV, per structure), n_atoms
+    (per structure), forces_true/pred (eV/Å), species (index per force row)."""
     fig, axes = new_figure(1, 2, figsize=(10, 4.6))
-    n_atoms = len(predictions["forces_true"]) / max(len(predictions["energy_true"]), 1)
     et, ep = predictions["energy_true"], predictions["energy_pred"]
+    n_atoms = predictions.get("n_atoms")
+    if n_atoms is None:  # predictions of equal-size structures (older callers): atoms per structure
+        n_atoms = len(predictions["forces_true"]) / max(len(et), 1)
     if len(et):
-        ref = et.mean()
-        x, y = 1000 * (et - ref) / n_atoms, 1000 * (ep - ref) / n_atoms
+        x, y = 1000 * et / n_atoms, 1000 * ep / n_atoms  # per atom, each structure by its own atom count
+        ref = x.mean()
+        x, y = x - ref, y - ref
         ax = axes[0]
         ax.scatter(x, y, s=6, alpha=0.6)
         lim = [min(x.min(), y.min()), max(x.max(), y.max())]
         ax.plot(lim, lim, "k--", lw=1)
         ax.set_xlabel("DFT energy - mean (meV/atom)")
         ax.set_ylabel("predicted (meV/atom)")
-        ax.set_title(f"energy  MAE {1000 * np.mean(np.abs(ep - et)):.1f} meV")
+        ax.set_title(f"energy  MAE {1000 * np.mean(np.abs(ep - et)):.1f} meV "
+                     f"({np.mean(np.abs(y - x)):.2f} meV/atom)")
     ft, fp = predictions["forces_true"].ravel(), predictions["forces_pred"].ravel()
     species = np.repeat(predictions["species"], 3)
     ax = axes[1]

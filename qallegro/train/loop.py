@@ -113,9 +113,10 @@ def evaluate(eval_step: Callable, params: Any, loader: GraphLoader, cfg: TrainCo
              return_predictions: bool = False):
     """Metrics of `params` over every structure of `loader` (meV units), and optionally the labels and
     predictions of real (unpadded) atoms/graphs for parity plots: dict of energy_true/pred (eV),
-    forces_true/pred (eV/Å), species index per force row."""
+    forces_true/pred (eV/Å), species index per force row, n_atoms per energy."""
     totals: Dict[str, float] = {}
-    collected = {"energy_true": [], "energy_pred": [], "forces_true": [], "forces_pred": [], "species": []}
+    collected = {"energy_true": [], "energy_pred": [], "n_atoms": [], "forces_true": [], "forces_pred": [],
+                 "species": []}
     for graph in loader.batches(0):
         sums, pred = eval_step(params, graph)
         for k, v in sums.items():
@@ -126,6 +127,7 @@ def evaluate(eval_step: Callable, params: Any, loader: GraphLoader, cfg: TrainCo
             has_e = graph.globals["has_energy"][:n_real] > 0
             collected["energy_true"].append(graph.globals["energy"][:n_real][has_e])
             collected["energy_pred"].append(np.asarray(pred["energy"])[:n_real][has_e])
+            collected["n_atoms"].append(np.asarray(graph.n_node)[:n_real][has_e])
             collected["forces_true"].append(graph.nodes["forces"][:n_atoms])
             collected["forces_pred"].append(np.asarray(pred["forces"])[:n_atoms])
             collected["species"].append(graph.nodes["species"][:n_atoms])
