@@ -96,7 +96,8 @@ def make_objective(base_cfg: Dict[str, Any], space, out: str, seed: int, timing_
 
     from experiments.train import load_run, run_training
 
-    timing_set = read_structures(base_cfg["dataset"]["train"])[:timing_structures]
+    data = base_cfg["dataset"]
+    timing_set = read_structures(data["train"], **(data.get("read") or {}))[:timing_structures]
 
     def objective(trial):
         params = {name: suggest(trial, name, dist) for name, dist in space.items()}
