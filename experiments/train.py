@@ -50,8 +50,10 @@ def main(args: argparse.Namespace) -> int:
     out = args.out or os.path.join("runs", f"{dataset_label(args.dataset)}-{args.model}-{args.profile}-seed{args.seed}")
     results = run_training(cfg, out, seed=args.seed, resume=args.resume, title=f"{args.dataset} / {args.model}")
     test = results["test"]
-    print(f"\ntest ({results['n_test']} structures): energy MAE {test['energy_mae']:.1f} meV, "
-          f"forces MAE {test['forces_mae']:.1f} meV/Å, forces RMSE {test['forces_rmse']:.1f} meV/Å"
+    forces = (f"forces MAE {test['forces_mae']:.1f} meV/Å, forces RMSE {test['forces_rmse']:.1f} meV/Å"
+              if test["forces_mae"] == test["forces_mae"] else "no force labels")
+    print(f"\ntest ({results['n_test']} structures): energy MAE {test['energy_mae']:.1f} meV "
+          f"({test['energy_per_atom_mae']:.1f} meV/atom), {forces}"
           + (f", stress MAE {test['stress_mae']:.2f} meV/Å^3" if test.get("stress_mae") == test.get("stress_mae")
              and "stress_mae" in test else "")
           + f" after {results['epochs']} epochs, {results['train_minutes']:.1f} min of training")

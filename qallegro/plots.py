@@ -21,7 +21,8 @@ def parity_plot(predictions: Dict[str, np.ndarray], path: str, title: str = "",
     """Energy (per atom, shifted to mean 0, meV/atom) and force-component (eV/Å) parity plots, MAE in the titles.
 
     `predictions` as returned by `qallegro.train.loop.evaluate`: energy_true/pred (eV, per structure), n_atoms
-    (per structure), forces_true/pred (eV/Å), species (index per force row)."""
+    (per structure), forces_true/pred (eV/Å), species (index per force row); without force rows the right
+    panel says so."""
     fig, axes = new_figure(1, 2, figsize=(10, 4.6))
     et, ep = predictions["energy_true"], predictions["energy_pred"]
     n_atoms = predictions.get("n_atoms")
@@ -42,16 +43,20 @@ def parity_plot(predictions: Dict[str, np.ndarray], path: str, title: str = "",
     ft, fp = predictions["forces_true"].ravel(), predictions["forces_pred"].ravel()
     species = np.repeat(predictions["species"], 3)
     ax = axes[1]
-    for k in np.unique(species):
-        label = species_names[k] if species_names is not None else f"species {k}"
-        sel = species == k
-        ax.scatter(ft[sel], fp[sel], s=3, alpha=0.4, label=label)
-    lim = [min(ft.min(), fp.min()), max(ft.max(), fp.max())]
-    ax.plot(lim, lim, "k--", lw=1)
-    ax.set_xlabel("DFT force component (eV/Å)")
-    ax.set_ylabel("predicted (eV/Å)")
-    ax.set_title(f"forces  MAE {1000 * np.mean(np.abs(fp - ft)):.1f} meV/Å")
-    ax.legend(markerscale=4, fontsize=8)
+    if len(ft):
+        for k in np.unique(species):
+            label = species_names[k] if species_names is not None else f"species {k}"
+            sel = species == k
+            ax.scatter(ft[sel], fp[sel], s=3, alpha=0.4, label=label)
+        lim = [min(ft.min(), fp.min()), max(ft.max(), fp.max())]
+        ax.plot(lim, lim, "k--", lw=1)
+        ax.set_xlabel("DFT force component (eV/Å)")
+        ax.set_ylabel("predicted (eV/Å)")
+        ax.set_title(f"forces  MAE {1000 * np.mean(np.abs(fp - ft)):.1f} meV/Å")
+        ax.legend(markerscale=4, fontsize=8)
+    else:  # energy-only data (QM9)
+        ax.text(0.5, 0.5, "no force labels", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -78,8 +83,10 @@ def learning_curve(history: List[Dict], path: str, title: str = "", smoothing: f
     axes[0].set_xlabel("epoch")
     axes[0].set_ylabel("loss")
     axes[0].legend()
-    axes[1].plot(epochs, series("val_forces_mae"), label="forces MAE (meV/Å)")
-    axes[1].plot(epochs, series("val_energy_mae"), label="energy MAE (meV)")
+    for key, label in (("val_forces_mae", "forces MAE (meV/Å)"), ("val_energy_mae", "energy MAE (meV)")):
+        y = series(key)
+        if np.isfinite(y).any():  # QM9 has no force labels: no empty legend entry
+            axes[1].plot(epochs, y, label=label)
     axes[1].set_yscale("log")
     axes[1].set_xlabel("epoch")
     axes[1].set_ylabel("validation error")

@@ -113,7 +113,7 @@ def evaluate(eval_step: Callable, params: Any, loader: GraphLoader, cfg: TrainCo
              return_predictions: bool = False):
     """Metrics of `params` over every structure of `loader` (meV units), and optionally the labels and
     predictions of real (unpadded) atoms/graphs for parity plots: dict of energy_true/pred (eV),
-    forces_true/pred (eV/Å), species index per force row, n_atoms per energy."""
+    forces_true/pred (eV/Å) and species index of the atoms of structures with force labels, n_atoms per energy."""
     totals: Dict[str, float] = {}
     collected = {"energy_true": [], "energy_pred": [], "n_atoms": [], "forces_true": [], "forces_pred": [],
                  "species": []}
@@ -128,9 +128,11 @@ def evaluate(eval_step: Callable, params: Any, loader: GraphLoader, cfg: TrainCo
             collected["energy_true"].append(graph.globals["energy"][:n_real][has_e])
             collected["energy_pred"].append(np.asarray(pred["energy"])[:n_real][has_e])
             collected["n_atoms"].append(np.asarray(graph.n_node)[:n_real][has_e])
-            collected["forces_true"].append(graph.nodes["forces"][:n_atoms])
-            collected["forces_pred"].append(np.asarray(pred["forces"])[:n_atoms])
-            collected["species"].append(graph.nodes["species"][:n_atoms])
+            # Only atoms of structures with force labels (QM9 has none: its zeros are not labels).
+            has_f = np.repeat(graph.globals["has_forces"][:n_real] > 0, graph.n_node[:n_real])
+            collected["forces_true"].append(graph.nodes["forces"][:n_atoms][has_f])
+            collected["forces_pred"].append(np.asarray(pred["forces"])[:n_atoms][has_f])
+            collected["species"].append(graph.nodes["species"][:n_atoms][has_f])
     loss = float(weighted_loss({k: jnp.asarray(v) for k, v in totals.items()}, cfg.energy_weight,
                                cfg.forces_weight, cfg.stress_weight))
     metrics = dict(metrics_from_sums(totals), loss=loss)
@@ -247,8 +249,9 @@ def fit(model: nn.Module, params: Any, train_loader: GraphLoader, val_loader: Gr
             best_params = state["ema_params"]
             save_checkpoint(best_dir, best_params)
         log(f"epoch {epoch + 1:4d}  lr {lr:.2e}  train loss {row['train_loss']:.4g}  val loss {val['loss']:.4g}  "
-            f"val E MAE {val['energy_mae']:.1f} meV  F MAE {val['forces_mae']:.1f} meV/Å  "
-            f"[{elapsed() / 60:.1f} min]")
+            f"val E MAE {val['energy_mae']:.1f} meV  "
+            + (f"F MAE {val['forces_mae']:.1f} meV/Å  " if np.isfinite(val["forces_mae"]) else "")
+            + f"[{elapsed() / 60:.1f} min]")
         progress.update(epoch=epoch + 1, batch=0, loss_sum=0.0)
         save_last()
         last_save = time.perf_counter()
