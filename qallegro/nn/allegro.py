@@ -26,6 +26,7 @@ import numpy as np
 
 from qallegro.nn.mlp import MLP
 from qallegro.nn.radial import bessel_basis, polynomial_cutoff
+from qallegro.nn.tensor_product import channelwise_tensor_product
 
 
 def tensor_irreps(l_max: int, parity: bool) -> e3nn.Irreps:
@@ -135,19 +136,22 @@ class Allegro(nn.Module):
 
         V = weighted_harmonics(x, "tensor_embedding")
         out_irreps = tensor_irreps(self.l_max, self.parity)
+        out_filter = [str(ir) for _, ir in out_irreps]
         norm = 1.0 / jnp.sqrt(jnp.asarray(self.avg_num_neighbors, dtype))
 
         for layer in range(self.num_layers):
             env_edges = weighted_harmonics(x, f"env_weights_{layer}")
             env = e3nn.scatter_sum(env_edges, dst=receivers, output_size=num_nodes) * norm  # (N, C, dim)
-            tp = e3nn.tensor_product(V, env[receivers], filter_ir_out=out_irreps)  # (E, C, irreps)
+            last = layer == self.num_layers - 1
+            # The last layer feeds only the scalar track: its tensor product computes the 0e paths alone.
+            tp = channelwise_tensor_product(V, env[receivers], ["0e"] if last else out_filter)  # (E, C, paths)
             scalars = tp.filter(keep="0e").array.reshape(tp.shape[0], -1)
             update = MLP(tuple(self.latent_mlp) + (latent_size,), self.activation, name=f"latent_mlp_{layer}")(
                 jnp.concatenate([x, scalars], axis=-1))
             # Residual update that keeps the variance and, through the cutoff, keeps x -> 0 at r_max.
             x = (x + update * cutoff) / jnp.sqrt(2.0).astype(dtype)
             x = self._maybe_block(x, cutoff, "latent", layer)
-            if layer < self.num_layers - 1:
+            if not last:
                 mixed = e3nn.flax.Linear(C * out_irreps, name=f"tensor_linear_{layer}")(tp.axis_to_mul())
                 V = mixed.mul_to_axis(C)
 
