@@ -1,4 +1,5 @@
-"""The sparse channel-wise tensor product equals e3nn's, and so do its first and second derivatives."""
+"""The channels-last tensor track equals e3nn's generic operations: the sparse channel-wise tensor product (with
+its first and second derivatives) and the channel mixing `TensorLinear` (same parameters as e3nn's Linear)."""
 
 import e3nn_jax as e3nn
 import jax
@@ -6,41 +7,62 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from qallegro.nn.tensor_linear import TensorLinear, produced_irreps
 from qallegro.nn.tensor_product import channelwise_paths, channelwise_tensor_product
 
-
-def _inputs(irreps, seed, shape=(7, 4)):
-    k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
-    irreps = e3nn.Irreps(irreps)
-    return (e3nn.IrrepsArray(irreps, jax.random.normal(k1, shape + (irreps.dim,), jnp.float64)),
-            e3nn.IrrepsArray(irreps, jax.random.normal(k2, shape + (irreps.dim,), jnp.float64)))
+C = 3
 
 
-@pytest.mark.parametrize("irreps, filter_ir_out", [
-    ("0e+1o+2e", ["0e", "1o", "2e"]),                       # l_max 2, parity False (the default model)
-    ("0e+1o+2e", ["0e"]),                                   # the last layer: scalars only
-    ("0e+0o+1e+1o+2e+2o", ["0e", "0o", "1e", "1o", "2e", "2o"]),  # parity True
-    ("0e+1o+2e+3o", ["0e", "1o", "2e", "3o"]),               # l_max 3
+def _e3nn_product(a, b, irreps1, irreps2, filter_ir_out):
+    """e3nn's tensor product channel by channel, on channels-last arrays (..., dim, C)."""
+    out = e3nn.tensor_product(e3nn.IrrepsArray(irreps1, jnp.swapaxes(a, -1, -2)),
+                              e3nn.IrrepsArray(irreps2, jnp.swapaxes(b, -1, -2)), filter_ir_out=filter_ir_out)
+    return out.irreps, jnp.swapaxes(out.array, -1, -2)
+
+
+@pytest.mark.parametrize("irreps1, filter_ir_out", [
+    ("0e+1o+2e", ["0e", "1o", "2e"]),                             # l_max 2, parity False (the default model)
+    ("0e+1o+2e", ["0e"]),                                         # the last layer: scalars only
+    ("0e+1o+1e+2e+2o", ["0e", "0o", "1e", "1o", "2e", "2o"]),     # parity True, second layer
+    ("0e+1o+2e+3o", ["0e", "1o", "2e", "3o"]),                     # l_max 3
 ])
-def test_equals_e3nn_with_derivatives(x64, irreps, filter_ir_out):
-    x1, x2 = _inputs(irreps, 0)
-    ours = channelwise_tensor_product(x1, x2, filter_ir_out)
-    ref = e3nn.tensor_product(x1, x2, filter_ir_out=filter_ir_out)
-    assert ours.irreps == ref.irreps
-    np.testing.assert_allclose(ours.array, ref.array, atol=1e-12)
-    irreps_out, table = channelwise_paths(str(x1.irreps), str(x1.irreps), tuple(filter_ir_out))
-    assert sum(len(t) for t in table) < 0.2 * x1.irreps.dim ** 2 * irreps_out.dim  # sparse, as promised
+def test_tensor_product_equals_e3nn_with_derivatives(x64, irreps1, filter_ir_out):
+    irreps1 = e3nn.Irreps(irreps1)
+    irreps2 = e3nn.Irreps.spherical_harmonics(irreps1.lmax)
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
+    a = jax.random.normal(k1, (5, irreps1.dim, C), jnp.float64)
+    b = jax.random.normal(k2, (5, irreps2.dim, C), jnp.float64)
+    irreps_out, ours = channelwise_tensor_product(a, b, irreps1, irreps2, filter_ir_out)
+    ref_irreps, ref = _e3nn_product(a, b, irreps1, irreps2, filter_ir_out)
+    assert irreps_out == ref_irreps
+    np.testing.assert_allclose(ours, ref, atol=1e-12)
+    _, table = channelwise_paths(str(irreps1), str(irreps2), tuple(filter_ir_out))
+    assert sum(len(t) for t in table) < 0.2 * irreps1.dim * irreps2.dim * irreps_out.dim  # sparse, as promised
 
-    w = jax.random.normal(jax.random.PRNGKey(3), ref.array.shape, jnp.float64)
-
-    def loss(f, a, b):  # a scalar whose second derivatives involve the VJP of the VJP
-        out = f(e3nn.IrrepsArray(x1.irreps, a), e3nn.IrrepsArray(x2.irreps, b)).array
-        return jnp.sum(w * out * out)
-
-    ours_f = lambda a, b: channelwise_tensor_product(a, b, filter_ir_out)  # noqa: E731
-    ref_f = lambda a, b: e3nn.tensor_product(a, b, filter_ir_out=filter_ir_out)  # noqa: E731
-    for order in (1, 2):
-        g_ours = jax.grad(loss, argnums=(1, 2)) if order == 1 else jax.grad(
-            lambda f, a, b: jnp.sum(jax.grad(loss, argnums=1)(f, a, b) ** 2), argnums=(1, 2))
-        for got, want in zip(g_ours(ours_f, x1.array, x2.array), g_ours(ref_f, x1.array, x2.array)):
+    w = jax.random.normal(k3, ref.shape, jnp.float64)
+    ours_f = lambda a, b: channelwise_tensor_product(a, b, irreps1, irreps2, filter_ir_out)[1]  # noqa: E731
+    ref_f = lambda a, b: _e3nn_product(a, b, irreps1, irreps2, filter_ir_out)[1]  # noqa: E731
+    loss = lambda f, a, b: jnp.sum(w * f(a, b) ** 2)  # noqa: E731
+    first = jax.grad(loss, argnums=(1, 2))
+    second = jax.grad(lambda f, a, b: jnp.sum(jax.grad(loss, argnums=1)(f, a, b) ** 2), argnums=(1, 2))
+    # The second derivative (training on forces) differentiates the hand-written VJP; once is enough (slow).
+    for derivative in (first, second) if len(filter_ir_out) == 3 and irreps1.lmax == 2 else (first,):
+        for got, want in zip(derivative(ours_f, a, b), derivative(ref_f, a, b)):
             np.testing.assert_allclose(got, want, atol=1e-10)
+
+
+@pytest.mark.parametrize("paths, out", [("3x0e+4x1o+4x2e", "0e+1o+2e"),
+                                        ("3x0e+4x1o+2x1e+4x2e+2x2o", "0e+0o+1e+1o+2e+2o")])
+def test_tensor_linear_equals_e3nn_linear_with_the_same_parameters(x64, paths, out):
+    paths, out = e3nn.Irreps(paths), e3nn.Irreps(out)
+    x = jax.random.normal(jax.random.PRNGKey(0), (5, paths.dim, C), jnp.float64)
+    ours = TensorLinear(str(paths), str(out), C)
+    params = ours.init(jax.random.PRNGKey(1), x)
+    reference = e3nn.flax.Linear(C * out)
+    x_e3nn = e3nn.IrrepsArray(paths, jnp.swapaxes(x, 1, 2)).axis_to_mul()  # (5, C * paths.dim)
+    ref_params = reference.init(jax.random.PRNGKey(1), x_e3nn)
+    assert jax.tree.map(jnp.shape, params) == jax.tree.map(jnp.shape, ref_params)  # saved models stay valid
+    y = ours.apply(params, x)
+    y_ref = reference.apply(params, x_e3nn).mul_to_axis(C)
+    assert y_ref.irreps == produced_irreps(paths, out)  # no path gives 0o in the parity case: both drop it
+    np.testing.assert_allclose(y, jnp.swapaxes(y_ref.array, 1, 2), atol=1e-12)

@@ -26,6 +26,7 @@ import numpy as np
 
 from qallegro.nn.mlp import MLP
 from qallegro.nn.radial import bessel_basis, polynomial_cutoff
+from qallegro.nn.tensor_linear import TensorLinear, produced_irreps
 from qallegro.nn.tensor_product import channelwise_tensor_product
 
 
@@ -125,35 +126,40 @@ class Allegro(nn.Module):
         x = self._maybe_block(x, cutoff, "two_body")
         latent_size = x.shape[-1]
 
+        # Tensor track in the channels-last layout (E, components, C): see qallegro.nn.tensor_product.
         sh_irreps = e3nn.Irreps.spherical_harmonics(self.l_max)
-        Y = e3nn.spherical_harmonics(sh_irreps, vectors, normalize=True, normalization="component")
-        # Index of each spherical-harmonic component's l, to weight every l of every channel separately.
-        l_of_component = np.concatenate([[l] * (2 * l + 1) for l in range(self.l_max + 1)])
+        Y = e3nn.spherical_harmonics(sh_irreps, vectors, normalize=True, normalization="component").array
 
         def weighted_harmonics(x, name):
+            # One weight per (channel, l), shared by the 2l+1 components of that l: (E, dim, C).
             w = nn.Dense(C * (self.l_max + 1), use_bias=False, name=name)(x).reshape(-1, C, self.l_max + 1)
-            return e3nn.IrrepsArray(sh_irreps, w[:, :, l_of_component] * Y.array[:, None, :])  # (E, C, dim)
+            return jnp.concatenate([Y[:, l * l:(l + 1) ** 2, None] * w[:, None, :, l] for l in range(self.l_max + 1)],
+                                   axis=1)
 
-        V = weighted_harmonics(x, "tensor_embedding")
+        V, v_irreps = weighted_harmonics(x, "tensor_embedding"), sh_irreps
         out_irreps = tensor_irreps(self.l_max, self.parity)
         out_filter = [str(ir) for _, ir in out_irreps]
         norm = 1.0 / jnp.sqrt(jnp.asarray(self.avg_num_neighbors, dtype))
 
         for layer in range(self.num_layers):
-            env_edges = weighted_harmonics(x, f"env_weights_{layer}")
-            env = e3nn.scatter_sum(env_edges, dst=receivers, output_size=num_nodes) * norm  # (N, C, dim)
+            env = jax.ops.segment_sum(weighted_harmonics(x, f"env_weights_{layer}"), receivers,
+                                      num_segments=num_nodes) * norm  # (N, dim, C)
             last = layer == self.num_layers - 1
             # The last layer feeds only the scalar track: its tensor product computes the 0e paths alone.
-            tp = channelwise_tensor_product(V, env[receivers], ["0e"] if last else out_filter)  # (E, C, paths)
-            scalars = tp.filter(keep="0e").array.reshape(tp.shape[0], -1)
+            paths, tp = channelwise_tensor_product(V, env[receivers], v_irreps, sh_irreps,
+                                                   ["0e"] if last else out_filter)  # (E, paths dim, C)
+            scalar_rows = np.concatenate([np.arange(sl.start, sl.stop) for (_, ir), sl in zip(paths, paths.slices())
+                                          if ir == e3nn.Irrep("0e")])
+            # (E, C * n_scalar_paths), channel-major as e3nn's `filter("0e")` of the (E, C, paths) layout.
+            scalars = jnp.swapaxes(tp[:, scalar_rows, :], 1, 2).reshape(tp.shape[0], -1)
             update = MLP(tuple(self.latent_mlp) + (latent_size,), self.activation, name=f"latent_mlp_{layer}")(
                 jnp.concatenate([x, scalars], axis=-1))
             # Residual update that keeps the variance and, through the cutoff, keeps x -> 0 at r_max.
             x = (x + update * cutoff) / jnp.sqrt(2.0).astype(dtype)
             x = self._maybe_block(x, cutoff, "latent", layer)
             if not last:
-                mixed = e3nn.flax.Linear(C * out_irreps, name=f"tensor_linear_{layer}")(tp.axis_to_mul())
-                V = mixed.mul_to_axis(C)
+                V = TensorLinear(str(paths), str(out_irreps), C, name=f"tensor_linear_{layer}")(tp)
+                v_irreps = produced_irreps(paths, out_irreps)  # with parity, 0o appears from layer 2 on
 
         x = self._maybe_block(x, cutoff, "readout")
         # Zero-initialised output: the untrained model predicts the fitted per-species shifts exactly.

@@ -1,7 +1,7 @@
 """Allegro's channel-wise tensor product as a sparse bilinear map with its own VJP (fast forces on CPU).
 
 Allegro couples, channel by channel, the tensor features of an edge with the environment of its centre:
-out[e, c, k] = sum_{i, j} CG[i, j, k] x1[e, c, i] x2[e, c, j], where CG is the Clebsch-Gordan map of every
+out[e, k, c] = sum_{i, j} CG[i, j, k] x1[e, i, c] x2[e, j, c] (channels last: see `sparse_bilinear`), where CG is the Clebsch-Gordan map of every
 allowed path (l1, l2) -> l_out, in e3nn's normalisation and output order. CG is very sparse (83 of 9 x 9 x 35
 entries for l_max = 2), so the product is computed term by term, and its VJP is the same kind of sparse product
 with the transposed table (d/dx1[i] = sum CG[i, j, k] g[k] x2[j]). Writing the VJP by hand keeps XLA from
@@ -10,7 +10,7 @@ most of the time of a force call on CPU. Higher derivatives (training on forces)
 again this function.
 
 The coefficients are read off `e3nn.tensor_product` itself (applied to basis vectors, in float64), so the result
-equals `e3nn.tensor_product(x1, x2, filter_ir_out=...)` to rounding (tests/test_tensor_product.py).
+equals e3nn's channel by channel to rounding (tests/test_tensor_product.py).
 """
 
 from __future__ import annotations
@@ -63,18 +63,21 @@ def _transposed(table: Table, n_in: int, side: int) -> Table:
 
 
 def _apply(table: Table, a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
-    columns = []
+    components = []
     for terms in table:
-        acc = jnp.zeros(jnp.broadcast_shapes(a.shape[:-1], b.shape[:-1]), jnp.result_type(a, b))
+        acc = jnp.zeros(jnp.broadcast_shapes(a[..., 0, :].shape, b[..., 0, :].shape), jnp.result_type(a, b))
         for i, j, c in terms:
-            acc = acc + c * a[..., i] * b[..., j]
-        columns.append(acc)
-    return jnp.stack(columns, axis=-1)
+            acc = acc + c * a[..., i, :] * b[..., j, :]
+        components.append(acc)
+    return jnp.stack(components, axis=-2)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def sparse_bilinear(table: Table, a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
-    """out[..., k] = sum over table[k] of c * a[..., i] * b[..., j]; a (..., n_a), b (..., n_b) -> (..., len(table))."""
+    """out[..., k, :] = sum over table[k] of c * a[..., i, :] * b[..., j, :].
+
+    a (..., n_a, C), b (..., n_b, C) -> (..., len(table), C): the component axis is the second to last, the
+    channels (which the product does not mix) the last, so every term reads contiguous rows of C numbers."""
     return _apply(table, a, b)
 
 
@@ -84,23 +87,26 @@ def _sparse_bilinear_fwd(table, a, b):
 
 def _sparse_bilinear_bwd(table, residuals, g):
     a, b = residuals
-    return (sparse_bilinear(_transposed(table, a.shape[-1], 0), g, b),
-            sparse_bilinear(_transposed(table, b.shape[-1], 1), g, a))
+    return (sparse_bilinear(_transposed(table, a.shape[-2], 0), g, b),
+            sparse_bilinear(_transposed(table, b.shape[-2], 1), g, a))
 
 
 sparse_bilinear.defvjp(_sparse_bilinear_fwd, _sparse_bilinear_bwd)
 
 
-def channelwise_tensor_product(x1: e3nn.IrrepsArray, x2: e3nn.IrrepsArray,
-                               filter_ir_out: Sequence[str]) -> e3nn.IrrepsArray:
-    """Channel-wise tensor product, equal to e3nn.tensor_product(x1, x2, filter_ir_out=filter_ir_out).
+def channelwise_tensor_product(x1: jnp.ndarray, x2: jnp.ndarray, irreps1: e3nn.Irreps, irreps2: e3nn.Irreps,
+                               filter_ir_out: Sequence[str]) -> Tuple[e3nn.Irreps, jnp.ndarray]:
+    """Channel-wise tensor product in the channels-last layout: for every channel c, the same as
+    e3nn.tensor_product(IrrepsArray(irreps1, x1[..., :, c]), IrrepsArray(irreps2, x2[..., :, c]),
+    filter_ir_out=filter_ir_out).
 
     Args:
-        x1, x2: IrrepsArrays of shape (..., irreps.dim) with broadcastable leading shapes (e.g. (E, C, 9)).
+        x1: (..., irreps1.dim, C); x2: (..., irreps2.dim, C), leading shapes broadcastable.
         filter_ir_out: the output irreps to keep, e.g. ["0e", "1o", "2e"] or ["0e"].
     Returns:
-        IrrepsArray (..., irreps_out.dim), one entry per allowed path, in e3nn's order.
+        (irreps_out, array (..., irreps_out.dim, C)): one entry per allowed path (l1, l2) -> l_out, in e3nn's
+        order (sorted by irrep).
     """
-    irreps_out, table = channelwise_paths(str(x1.irreps), str(x2.irreps), tuple(str(e3nn.Irrep(ir))
-                                                                              for ir in filter_ir_out))
-    return e3nn.IrrepsArray(irreps_out, sparse_bilinear(table, x1.array, x2.array))
+    irreps_out, table = channelwise_paths(str(irreps1), str(irreps2),
+                                          tuple(str(e3nn.Irrep(ir)) for ir in filter_ir_out))
+    return irreps_out, sparse_bilinear(table, x1, x2)
