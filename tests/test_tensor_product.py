@@ -66,3 +66,13 @@ def test_tensor_linear_equals_e3nn_linear_with_the_same_parameters(x64, paths, o
     y_ref = reference.apply(params, x_e3nn).mul_to_axis(C)
     assert y_ref.irreps == produced_irreps(paths, out)  # no path gives 0o in the parity case: both drop it
     np.testing.assert_allclose(y, jnp.swapaxes(y_ref.array, 1, 2), atol=1e-12)
+
+
+def test_first_use_inside_jit():
+    """The coefficient table is built eagerly even when the first call is traced (a loaded potential's first
+    force call), not from tracers."""
+    irreps = e3nn.Irreps("0e+1o+2e")
+    a = jnp.ones((2, irreps.dim, C))
+    channelwise_paths.cache_clear()
+    out = jax.jit(lambda a, b: channelwise_tensor_product(a, b, irreps, irreps, ["0e", "1o", "2e"])[1])(a, a)
+    np.testing.assert_allclose(out, channelwise_tensor_product(a, a, irreps, irreps, ["0e", "1o", "2e"])[1])

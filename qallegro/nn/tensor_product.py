@@ -35,7 +35,8 @@ def channelwise_paths(irreps1: str, irreps2: str, filter_ir_out: Tuple[str, ...]
         (irreps_out, table) with table[k] = ((i, j, CG_ijk), ...) over the nonzero coefficients (|CG| > 1e-12).
     """
     irreps1, irreps2 = e3nn.Irreps(irreps1), e3nn.Irreps(irreps2)
-    with jax.enable_x64(True):
+    # Evaluated eagerly even when first called inside jit (e.g. a loaded potential's first force call).
+    with jax.ensure_compile_time_eval(), jax.enable_x64(True):
         eye1, eye2 = jnp.eye(irreps1.dim, dtype=jnp.float64), jnp.eye(irreps2.dim, dtype=jnp.float64)
 
         def product(a, b):
