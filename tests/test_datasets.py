@@ -82,7 +82,7 @@ def test_qm9_cpu_profile_learns_beyond_the_composition_baseline():
     everything = GraphLoader(prepared.train_graphs, len(molecules), shuffle=False)
     baseline = evaluate(eval_step, state["params"], everything, training)["energy_mae"]  # = composition fit
     loader = GraphLoader(prepared.train_graphs, training.batch_size, shuffle=True, seed=0)
-    for epoch in range(70):  # 700 steps
+    for epoch in range(60):  # 600 steps
         for graph in loader.batches(epoch):
             state, _ = train_step(state, graph)
     fitted = evaluate(eval_step, state["params"], everything, training)["energy_mae"]
