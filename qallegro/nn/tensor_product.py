@@ -1,8 +1,8 @@
 """Allegro's channel-wise tensor product as a sparse bilinear map with its own VJP (fast forces on CPU).
 
 Allegro couples, channel by channel, the tensor features of an edge with the environment of its centre:
-out[e, k, c] = sum_{i, j} CG[i, j, k] x1[e, i, c] x2[e, j, c] (channels last: see `sparse_bilinear`), where CG is the Clebsch-Gordan map of every
-allowed path (l1, l2) -> l_out, in e3nn's normalisation and output order. CG is very sparse (83 of 9 x 9 x 35
+out[e, k, c] = sum_{i, j} CG[i, j, k] x1[e, i, c] x2[e, j, c] (channels last: see `sparse_bilinear`), where CG
+is the Clebsch-Gordan map of every allowed path (l1, l2) -> l_out, in e3nn's normalisation and output order. CG is very sparse (83 of 9 x 9 x 35
 entries for l_max = 2), so the product is computed term by term, and its VJP is the same kind of sparse product
 with the transposed table (d/dx1[i] = sum CG[i, j, k] g[k] x2[j]). Writing the VJP by hand keeps XLA from
 building one padded array per term in the backward pass, which is where e3nn's generic `tensor_product` spends
