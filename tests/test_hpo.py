@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 
 import numpy as np
 import optuna
@@ -277,3 +278,22 @@ def test_twin_trials_claim_a_configuration_once():
     third.set_user_attr("dedupe", "intent")  # a lower-numbered twin in the middle of its check
     with pytest.raises(optuna.TrialPruned, match=f"trial {third.number}"):
         skip_if_duplicate(fourth)
+
+
+def test_trial_killed_before_its_first_heartbeat_is_retried(tmp_path):
+    """A worker killed between creating its trial and the first heartbeat leaves a RUNNING trial without any
+    heartbeat, which Optuna never calls stale; run_worker would wait for it forever (seen once in CI)."""
+    storage = make_storage(f"sqlite:///{tmp_path / 'study.db'}", heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(study_name="orphan", storage=storage)
+    orphan = study.ask({"x": optuna.distributions.FloatDistribution(0.0, 1.0)})  # RUNNING, no heartbeat thread
+    time.sleep(1.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # what run_worker does each round; without the fix it is a no-op
+    assert study.trials[orphan.number].state == TrialState.FAIL  # (and run_worker would wait forever)
+    ran = run_worker(study, lambda trial: trial.suggest_float("x", 0.0, 1.0) ** 2, n_trials=1, max_failures=3,
+                     log=lambda _: None)
+    trials = study.get_trials(deepcopy=False)
+    assert ran == 1 and trials[orphan.number].state == TrialState.FAIL
+    retried = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(retried) == 1 and retried[0].params == trials[orphan.number].params  # same configuration, re-run

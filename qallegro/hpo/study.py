@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from datetime import datetime
 from typing import Any, Callable, Dict, Optional, Sequence
 
 import optuna
@@ -45,6 +46,28 @@ def make_sampler(name: str, search_space: Dict[str, BaseDistribution], seed: int
     raise ValueError(f"unknown sampler {name!r}; known: {list(SAMPLERS)}")
 
 
+class _HeartbeatStorage(optuna.storages.RDBStorage):
+    """RDBStorage whose stale trials also include RUNNING trials that never recorded a heartbeat and started
+    more than `grace_period` seconds ago. Optuna skips those; a worker killed between creating its trial and the
+    first heartbeat (seconds under SQLite lock contention) would leave a trial that `run_worker` waits for
+    forever."""
+
+    def _get_stale_trial_ids(self, study_id: int) -> list:
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+
+        stale = super()._get_stale_trial_ids(study_id)
+        now = datetime.now()  # datetime_start is written with the worker's datetime.now(), not the database clock
+        with _create_scoped_session(self.scoped_session, True) as session:
+            running = (session.query(models.TrialModel).filter(models.TrialModel.state == TrialState.RUNNING)
+                       .filter(models.TrialModel.study_id == study_id).all())
+            for trial in running:
+                if (not trial.heartbeats and trial.datetime_start is not None
+                        and (now - trial.datetime_start).total_seconds() > self.grace_period):
+                    stale.append(trial.trial_id)
+        return stale
+
+
 def make_storage(url: str, heartbeat_interval: int = 60, grace_period: Optional[int] = None) -> optuna.storages.RDBStorage:
     """An Optuna RDB storage (sqlite:///file.db, postgresql://user@host/db, ...) with heartbeats, and stale
     trials retried with their parameters.
@@ -56,7 +79,7 @@ def make_storage(url: str, heartbeat_interval: int = 60, grace_period: Optional[
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
-        return optuna.storages.RDBStorage(
+        return _HeartbeatStorage(
             url, heartbeat_interval=heartbeat_interval,
             grace_period=grace_period if grace_period is not None else 2 * heartbeat_interval + 10,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
