@@ -110,15 +110,21 @@ def validate_labeller(out_dir: str, shared: str = SHARED, sets: Optional[Sequenc
     `sets` (names of DFT_SETS) recomputes only those and keeps the other entries of an existing report."""
     import ase.io
 
+    chosen = {name: spec for name, spec in DFT_SETS.items() if not sets or name in sets}
+    missing = sorted({os.path.join(shared, rel) for rel, _, _ in chosen.values()
+                      if not os.path.exists(os.path.join(shared, rel))})
+    if missing:  # before loading SevenNet: the frames are not in the repository
+        raise FileNotFoundError(
+            f"validate-labeller needs the real VASP frames, missing: {', '.join(missing)}. They are the shared data "
+            f"folder's mlearn_li_cu/ and cu_saidi23dnp/ (default ../shared/data beside the repository); point "
+            f"--shared at the folder that holds them")
     calc = make_labeller(threads)
     report = {"labeller": labeller_version(), "sets": {}, "machine": platform.platform()}
     json_path = os.path.join(out_dir, "culi_labeller_validation.json")
     if sets and os.path.exists(json_path):
         with open(json_path) as f:
             report["sets"] = {k: v for k, v in json.load(f)["sets"].items() if k in DFT_SETS}
-    for name, (rel, stride, bounds) in DFT_SETS.items():
-        if sets and name not in sets:
-            continue
+    for name, (rel, stride, bounds) in chosen.items():
         path = os.path.join(shared, rel)
         frames = volume_filter(ase.io.read(path, index=f"::{stride}"), bounds)
         t0 = time.perf_counter()
@@ -309,7 +315,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     g.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args(argv)
     if args.command == "validate-labeller":
-        validate_labeller(args.out, args.shared, args.sets, args.threads)
+        try:
+            validate_labeller(args.out, args.shared, args.sets, args.threads)
+        except FileNotFoundError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     elif args.command == "generate":
         summary = generate(args.n, args.out, args.seed, args.md_fraction, no_label=args.no_label,
                            threads=args.threads)

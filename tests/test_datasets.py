@@ -124,6 +124,14 @@ def test_culi_structures_respect_the_minimum_distance_and_cover_every_kind():
         generate_structure(0, 0, kind="glass")
 
 
+def test_validate_labeller_names_the_missing_dft_frames(tmp_path, capsys):
+    from experiments.culi import main
+
+    assert main(["validate-labeller", "--shared", str(tmp_path), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "mlearn_Li_test.extxyz" in err and "--shared" in err
+
+
 def test_culi_generation_does_not_import_torch():
     code = ("import sys; from qallegro.data.culi import generate_structures; generate_structures(3, 0); "
             "assert 'torch' not in sys.modules, 'torch imported'")

@@ -8,7 +8,9 @@ import numpy as np
 
 from qallegro.data.graphs import GraphLoader, structure_to_graph
 from qallegro.data.readers import read_rmd17_npz
+from qallegro.potential.graph import energy_forces_stress
 from qallegro.train.loop import TrainConfig, fit, init_train_state, make_steps
+from qallegro.train.loss import error_sums, loss_predictions, weighted_loss
 from qallegro.train.setup import prepare
 
 ASPIRIN = os.path.join(os.path.dirname(__file__), "..", "experiments", "data", "rmd17_aspirin_train_01.npz")
@@ -34,6 +36,32 @@ def test_few_steps_lower_the_loss():
         state, loss = train_step(state, batch)
         losses.append(float(loss))
     assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_energy_only_loss_leaves_out_the_forces_but_not_their_gradient():
+    """With forces weight 0 (QM9) the loss uses energies alone, so the parameter gradient needs no second
+    derivative; it must equal the gradient through the full energy+forces prediction."""
+    prepared, train_loader, _ = setup()
+    batch = next(train_loader.batches(0))
+    model = prepared.model
+    # The readout starts at zero (zero forces): perturb every parameter so that every path is non-trivial.
+    leaves, tree = jax.tree.flatten(prepared.params)
+    keys = jax.random.split(jax.random.PRNGKey(0), len(leaves))
+    params = jax.tree.unflatten(tree, [x + 0.1 * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)])
+
+    def grad_through(predict):
+        return jax.jit(jax.grad(lambda p, g: weighted_loss(error_sums(predict(p, g), g), 1.0, 0.0)))(params, batch)
+
+    full = grad_through(lambda p, g: energy_forces_stress(model, p, g, compute_stress=False))
+    lean = grad_through(lambda p, g: loss_predictions(model, p, g, 0.0, 0.0, compute_stress=False))
+    for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(lean)):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-7)
+    lean_pred = jax.jit(lambda p, g: loss_predictions(model, p, g, 0.0, 0.0, compute_stress=False))(params, batch)
+    assert not np.any(np.asarray(lean_pred["forces"]))  # not computed
+    with_forces = jax.jit(lambda p, g: loss_predictions(model, p, g, 1.0, 0.0, compute_stress=False))(params, batch)
+    reference = jax.jit(lambda p, g: energy_forces_stress(model, p, g, compute_stress=False))(params, batch)
+    np.testing.assert_allclose(np.asarray(with_forces["forces"]), np.asarray(reference["forces"]), rtol=1e-6)
+    assert np.any(np.asarray(with_forces["forces"]))
 
 
 def _params_equal(a, b):

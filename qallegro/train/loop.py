@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from qallegro.data.graphs import GraphLoader
 from qallegro.potential import energy_forces_stress
 from qallegro.train.checkpoint import restore_checkpoint, save_checkpoint
-from qallegro.train.loss import error_sums, metrics_from_sums, weighted_loss
+from qallegro.train.loss import error_sums, loss_predictions, metrics_from_sums, weighted_loss
 from qallegro.train.optimizer import (ema_update, make_optimizer, make_plateau, plateau_step, set_learning_rate)
 
 
@@ -77,7 +77,7 @@ def make_steps(model: nn.Module, cfg: TrainConfig, compute_stress: bool):
     base_key = jax.random.PRNGKey(cfg.seed)
 
     def loss_fn(params, graph, rng):
-        pred = energy_forces_stress(model, params, graph, compute_stress=compute_stress, rng=rng)
+        pred = loss_predictions(model, params, graph, cfg.forces_weight, cfg.stress_weight, compute_stress, rng)
         sums = error_sums(pred, graph)
         return weighted_loss(sums, cfg.energy_weight, cfg.forces_weight, cfg.stress_weight), sums
 

@@ -28,8 +28,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from qallegro.data.graphs import GraphLoader, graph_shape, padding_budget
-from qallegro.potential.graph import energy_forces_stress
-from qallegro.train.loss import error_sums, weighted_loss
+from qallegro.train.loss import error_sums, loss_predictions, weighted_loss
 
 AXIS = "data"
 COUNT_KEYS = ("n_energy", "n_forces", "n_stress")
@@ -130,7 +129,7 @@ def make_parallel_train_step(model, cfg, compute_stress: bool, mesh: Mesh, optim
             rng = jax.random.fold_in(jax.random.fold_in(base_key, step), jax.lax.axis_index(AXIS))
 
         def share(p):
-            pred = energy_forces_stress(model, p, graph, compute_stress=compute_stress, rng=rng)
+            pred = loss_predictions(model, p, graph, cfg.forces_weight, cfg.stress_weight, compute_stress, rng)
             sums = error_sums(pred, graph)
             counts = {k: jax.lax.psum(sums[k], AXIS) for k in COUNT_KEYS if k in sums}
             return weighted_loss({**sums, **counts}, cfg.energy_weight, cfg.forces_weight, cfg.stress_weight)
