@@ -86,6 +86,9 @@ def run_training(cfg: Dict[str, Any], out: str, seed: int = 0, resume: bool = Fa
     from qallegro.train.setup import count_parameters, prepare
 
     t0 = time.perf_counter()
+    if not resume and os.path.exists(os.path.join(out, "checkpoints", "last")):
+        log(f"note: {out} holds an earlier run; this new run replaces its checkpoints and results "
+            f"(--resume continues it instead, --out DIR keeps both)")
     data = cfg["dataset"]
     read_options = data.get("read") or {}
     structures = read_structures(data["train"], **read_options)
