@@ -185,6 +185,8 @@ def validation_markdown(report: Dict) -> str:
         "(for a one-element set: the mean per-atom offset is removed), i.e. the error left once the zero of "
         "energy of the DFT set and of the labeller agree. 1 meV/Å^3 = 0.160 GPa.",
         "",
+        "What these numbers mean for the generated set: `culi.SOURCE.md`, section \"The labeller's error\".",
+        "",
     ]
     return "\n".join(lines)
 
