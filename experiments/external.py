@@ -79,7 +79,7 @@ def evaluate_external(sets: Dict[str, Any], eval_step: Callable, params: Any, r_
             log(f"external {name}: no frame of {path} with the model's species and the volume bounds, skipped")
             continue
         loader = GraphLoader([structure_to_graph(s, r_max, species) for s in known], tcfg.eval_batch_size,
-                             shuffle=False)
+                             shuffle=False, sizes_per_doubling=tcfg.pad_sizes_per_doubling)
         metrics, predictions = evaluate(eval_step, params, loader, tcfg, return_predictions=True)
         out = external_metrics(known, predictions, metrics, species)
         out.update(path=os.path.relpath(path), dropped_unknown_species=len(structures) - len(known),

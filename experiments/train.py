@@ -104,8 +104,10 @@ def run_training(cfg: Dict[str, Any], out: str, seed: int = 0, resume: bool = Fa
     r_max = prepared.model_config["r_max"]
     tcfg = TrainConfig.from_dict({**{k: v for k, v in cfg["training"].items() if k != "refit_shift"}, "seed": seed})
     val_graphs = [structure_to_graph(s, r_max, prepared.species) for s in val]
-    train_loader = GraphLoader(prepared.train_graphs, tcfg.batch_size, shuffle=True, seed=seed)
-    val_loader = GraphLoader(val_graphs, tcfg.eval_batch_size, shuffle=False)
+    pad = tcfg.pad_sizes_per_doubling
+    train_loader = GraphLoader(prepared.train_graphs, tcfg.batch_size, shuffle=True, seed=seed,
+                               sizes_per_doubling=pad)
+    val_loader = GraphLoader(val_graphs, tcfg.eval_batch_size, shuffle=False, sizes_per_doubling=pad)
     compute_stress = any(s.stress is not None for s in train)
     n_params = count_parameters(prepared.params)
     log(f"{len(train)} train / {len(val)} validation / {len(test)} test structures; species {prepared.species}; "
@@ -126,7 +128,7 @@ def run_training(cfg: Dict[str, Any], out: str, seed: int = 0, resume: bool = Fa
     eval_step = result["eval_step"]
     if cfg["training"].get("refit_shift", True):
         # Closed-form refit of the per-species energy shifts on the training residuals (see refit_shift).
-        train_eval = GraphLoader(prepared.train_graphs, tcfg.eval_batch_size, shuffle=False)
+        train_eval = GraphLoader(prepared.train_graphs, tcfg.eval_batch_size, shuffle=False, sizes_per_doubling=pad)
         _, train_pred = evaluate(eval_step, params, train_eval, tcfg, return_predictions=True)
         new_shift = refit_shift(train, prepared.species, train_pred["energy_pred"],
                                 prepared.model_config["species_shift"])
@@ -138,7 +140,7 @@ def run_training(cfg: Dict[str, Any], out: str, seed: int = 0, resume: bool = Fa
     test_metrics, predictions = {}, None
     if test:
         test_loader = GraphLoader([structure_to_graph(s, r_max, prepared.species) for s in test],
-                                  tcfg.eval_batch_size, shuffle=False)
+                                  tcfg.eval_batch_size, shuffle=False, sizes_per_doubling=pad)
         test_metrics, predictions = evaluate(eval_step, params, test_loader, tcfg, return_predictions=True)
     else:
         val_metrics, predictions = evaluate(eval_step, params, val_loader, tcfg, return_predictions=True)

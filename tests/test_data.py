@@ -107,6 +107,34 @@ def test_padding_ladder_compiles_few_shapes():
     assert all(padding_budget(n) >= n and padding_budget(n) <= 1.25 * n + 8 for n in range(1, 5000, 37))
 
 
+def test_coarser_ladder_pads_more_and_compiles_fewer_shapes():
+    sizes = range(1, 20000, 7)
+    for per_doubling in (1, 2, 4, 8):
+        budgets = [padding_budget(n, sizes_per_doubling=per_doubling) for n in sizes]
+        assert all(n <= b <= (1 + 1 / per_doubling) * n + 8 for n, b in zip(sizes, budgets))
+        assert all(a <= b for a, b in zip(budgets, budgets[1:]))  # monotone: a larger batch never pads less
+        # `per_doubling` distinct sizes per doubling of n (8 .. 20000: 12 doublings, 13 powers of two)
+        assert len(set(budgets)) <= per_doubling * 13
+    with pytest.raises(ValueError, match="sizes_per_doubling must be"):
+        padding_budget(10, sizes_per_doubling=3)
+    # Cells of 1-64 atoms: the coarse ladder compiles fewer shapes over the same epochs
+    rng = np.random.default_rng(0)
+    graphs = []
+    for m in rng.integers(1, 5, size=60):  # simple-cubic cells of 1, 8, 27 or 64 atoms
+        atoms = ase.Atoms("Cu", cell=np.eye(3) * 2.5, pbc=True).repeat(int(m))
+        atoms.rattle(0.05, seed=int(m))
+        graphs.append(structure_to_graph(make_structure(atoms.numbers, atoms.positions, atoms.cell[:], True), 3.0,
+                                         [29]))
+    seen = {}
+    for per_doubling in (4, 1):
+        loader = GraphLoader(graphs, batch_size=4, shuffle=True, seed=0, sizes_per_doubling=per_doubling)
+        for epoch in range(3):
+            for _ in loader.batches(epoch):
+                pass
+        seen[per_doubling] = len(loader.shapes_seen)
+    assert seen[1] < seen[4], seen
+
+
 def test_scale_shift_reproduces_mean_energy():
     structures = read_rmd17_npz(ASPIRIN, max_frames=50)
     stats = fit_scale_shift(structures, [1, 6, 8])

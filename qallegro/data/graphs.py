@@ -8,8 +8,9 @@ Graph layout (all numpy until it enters jit):
     senders / receivers: neighbour / centre atom of each edge.
 
 jit compiles once per array shape, so batches are padded (jraph.pad_with_graphs) to budgets taken from a
-coarse ladder: about four sizes per doubling, at most 25 % padding. A training run therefore compiles only
-a handful of times; `GraphLoader.shapes_seen` counts them.
+coarse ladder: by default four sizes per doubling, at most 25 % padding (`padding_budget`; fewer sizes for data
+whose batches vary a lot in size). A training run therefore compiles only a handful of times;
+`GraphLoader.shapes_seen` counts them.
 """
 
 from __future__ import annotations
@@ -70,27 +71,39 @@ def structure_to_graph(structure: Structure, r_max: float, species: Sequence[int
         n_node=np.array([n], dtype=np.int32), n_edge=np.array([len(senders)], dtype=np.int32))
 
 
-def padding_budget(n: int, minimum: int = 8) -> int:
-    """Smallest value of the budget ladder that is >= n: multiples of 2^(floor(log2 n) - 2), i.e. four steps
-    per doubling, so padding wastes at most 25 % and a dataset hits only a few distinct sizes."""
+def padding_budget(n: int, minimum: int = 8, sizes_per_doubling: int = 4) -> int:
+    """Smallest value of the budget ladder that is >= n: multiples of 2^floor(log2 n) / `sizes_per_doubling`.
+
+    With four sizes per doubling (the default) padding wastes at most 25 % and a dataset of similar structures
+    hits only a few distinct sizes; two or one size per doubling (at most 50 % / 100 % waste) compile fewer
+    shapes for data whose batches vary a lot in size (cells of 4-64 atoms).
+
+    Raises:
+        ValueError: `sizes_per_doubling` is not 1, 2, 4, 8 or 16.
+    """
+    if sizes_per_doubling not in (1, 2, 4, 8, 16):
+        raise ValueError(f"sizes_per_doubling must be 1, 2, 4, 8 or 16, got {sizes_per_doubling}")
     n = max(int(n), minimum)
-    quantum = max(minimum, 2 ** (int(math.floor(math.log2(n))) - 2))
+    quantum = max(minimum, 2 ** int(math.floor(math.log2(n))) // sizes_per_doubling)
     return int(math.ceil(n / quantum) * quantum)
 
 
-def batch_and_pad(graphs: Sequence[jraph.GraphsTuple], n_graph: Optional[int] = None) -> jraph.GraphsTuple:
+def batch_and_pad(graphs: Sequence[jraph.GraphsTuple], n_graph: Optional[int] = None,
+                  sizes_per_doubling: int = 4) -> jraph.GraphsTuple:
     """Concatenate graphs and pad to ladder budgets (one padding graph at the end, >= 1 padding node).
 
     Args:
         graphs: single- or multi-graph GraphsTuples.
         n_graph: graph budget including the padding graph (default len(graphs) + 1). Keep it fixed in a
             training run (batch_size + 1) so the last, smaller batch does not add a compilation.
+        sizes_per_doubling: granularity of the node and edge ladders (`padding_budget`).
     """
     batch = jraph.batch_np(list(graphs))
     n_node = int(batch.n_node.sum())
     n_edge = int(batch.n_edge.sum())
     n_graph = len(batch.n_node) + 1 if n_graph is None else n_graph
-    return jraph.pad_with_graphs(batch, n_node=padding_budget(n_node + 1), n_edge=padding_budget(n_edge),
+    return jraph.pad_with_graphs(batch, n_node=padding_budget(n_node + 1, sizes_per_doubling=sizes_per_doubling),
+                                 n_edge=padding_budget(n_edge, sizes_per_doubling=sizes_per_doubling),
                                  n_graph=n_graph)
 
 
@@ -103,7 +116,9 @@ class GraphLoader:
     """Batches of padded graphs, reshuffled per epoch from (seed, epoch) so any epoch can be replayed exactly
     (this is what makes `--resume` bit-for-bit)."""
 
-    def __init__(self, graphs: List[jraph.GraphsTuple], batch_size: int, shuffle: bool, seed: int = 0):
+    def __init__(self, graphs: List[jraph.GraphsTuple], batch_size: int, shuffle: bool, seed: int = 0,
+                 sizes_per_doubling: int = 4):
+        padding_budget(1, sizes_per_doubling=sizes_per_doubling)  # validates it
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not graphs:
@@ -112,6 +127,7 @@ class GraphLoader:
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
+        self.sizes_per_doubling = sizes_per_doubling
         self.shapes_seen: Set[Tuple[int, int, int]] = set()
 
     def __len__(self) -> int:
@@ -127,6 +143,7 @@ class GraphLoader:
         order = self.order(epoch)
         for b in range(start, len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-            batch = batch_and_pad([self.graphs[k] for k in idx], n_graph=self.batch_size + 1)
+            batch = batch_and_pad([self.graphs[k] for k in idx], n_graph=self.batch_size + 1,
+                                  sizes_per_doubling=self.sizes_per_doubling)
             self.shapes_seen.add(graph_shape(batch))
             yield batch

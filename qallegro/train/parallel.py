@@ -22,7 +22,6 @@ import math
 from typing import Iterator, Optional, Sequence
 
 import jax
-import jax.numpy as jnp
 import jraph
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -65,7 +64,8 @@ def _zero_weight(graph: jraph.GraphsTuple) -> jraph.GraphsTuple:
     return graph._replace(globals=g)
 
 
-def split_batch(graphs: Sequence[jraph.GraphsTuple], n_shards: int, n_graph: Optional[int] = None):
+def split_batch(graphs: Sequence[jraph.GraphsTuple], n_shards: int, n_graph: Optional[int] = None,
+                sizes_per_doubling: int = 4):
     """Stack `graphs` into `n_shards` padded groups of identical shape.
 
     Args:
@@ -81,8 +81,8 @@ def split_batch(graphs: Sequence[jraph.GraphsTuple], n_shards: int, n_graph: Opt
     for idx in groups:
         members = [graphs[k] for k in idx] or [_zero_weight(graphs[0])]
         batches.append(jraph.batch_np(members))
-    n_node = padding_budget(max(int(b.n_node.sum()) for b in batches) + 1)
-    n_edge = padding_budget(max(int(b.n_edge.sum()) for b in batches))
+    n_node = padding_budget(max(int(b.n_node.sum()) for b in batches) + 1, sizes_per_doubling=sizes_per_doubling)
+    n_edge = padding_budget(max(int(b.n_edge.sum()) for b in batches), sizes_per_doubling=sizes_per_doubling)
     padded = [jraph.pad_with_graphs(b, n_node=n_node, n_edge=n_edge, n_graph=n_graph) for b in batches]
     return jax.tree.map(lambda *xs: np.stack(xs), *padded)
 
@@ -106,7 +106,7 @@ def sharded_batches(loader: GraphLoader, mesh: Mesh, epoch: int = 0, start: int 
     n_graph = math.ceil(loader.batch_size / n) + 1
     for b in range(start, len(loader)):
         idx = order[b * loader.batch_size:(b + 1) * loader.batch_size]
-        stacked = split_batch([loader.graphs[k] for k in idx], n, n_graph)
+        stacked = split_batch([loader.graphs[k] for k in idx], n, n_graph, loader.sizes_per_doubling)
         loader.shapes_seen.add(graph_shape(jax.tree.map(lambda x: x[0], stacked)))
         yield put_sharded(stacked, mesh)
 
