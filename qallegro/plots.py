@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -98,9 +99,9 @@ def learning_curve(history: List[Dict], path: str, title: str = "", smoothing: f
 
 def pareto_plot(values: np.ndarray, front: np.ndarray, path: str, labels: Sequence[str] = ("objective 1", "objective 2"),
                 title: str = "", numbers: Optional[Sequence[int]] = None, failed: int = 0,
-                log_axes: bool = True) -> None:
+                log_axes: bool = True):
     """Two minimised objectives of every completed trial, the Pareto front highlighted and joined by its
-    attainment staircase.
+    attainment staircase; saved to `path` and returned (matplotlib Figure).
 
     Args:
         values: (n, 2) objective values of the completed trials.
@@ -124,15 +125,25 @@ def pareto_plot(values: np.ndarray, front: np.ndarray, path: str, labels: Sequen
 
         ax.set_xscale("log")
         ax.set_yscale("log")
-        for axis in (ax.xaxis, ax.yaxis):  # plain numbers; minor ticks labelled at 2 and 5 only
+        def minor_label(axis):
+            # Plain numbers. An axis spanning less than a decade may hold no power of ten at all, so then every
+            # minor tick is labelled; on wider axes only those at 2 and 5.
+            def label(v, _):
+                lo, hi = sorted(axis.get_view_interval())
+                narrow = lo > 0 and hi / lo < 10
+                return f"{v:g}" if narrow or f"{v:.0e}"[0] in "25" else ""
+            return FuncFormatter(label)
+
+        for axis in (ax.xaxis, ax.yaxis):
             axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-            axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
+            axis.set_minor_formatter(minor_label(axis))
     ax.set_xlabel(labels[0])
     ax.set_ylabel(labels[1])
     ax.legend()
-    ax.set_title(title)
+    ax.set_title("\n".join(textwrap.wrap(title, 70)), fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    return fig
 
 
 def hypervolume_plot(curves: Dict[str, np.ndarray], path: str, title: str = "", ylabel: str = "hypervolume") -> None:
