@@ -45,10 +45,15 @@ def parity_plot(predictions: Dict[str, np.ndarray], path: str, title: str = "",
     species = np.repeat(predictions["species"], 3)
     ax = axes[1]
     if len(ft):
-        for k in np.unique(species):
+        # One scatter in a fixed random order, not one per species: drawn species by species, the last one
+        # covered the others (aspirin's H forces vanished under C and O).
+        kinds = np.unique(species)
+        order = np.random.default_rng(0).permutation(len(ft))
+        colours = {k: f"C{i % 10}" for i, k in enumerate(kinds)}
+        ax.scatter(ft[order], fp[order], s=3, alpha=0.4, c=[colours[k] for k in species[order]])
+        for k in kinds:  # legend entries only
             label = species_names[k] if species_names is not None else f"species {k}"
-            sel = species == k
-            ax.scatter(ft[sel], fp[sel], s=3, alpha=0.4, label=label)
+            ax.scatter([], [], s=3, c=colours[k], label=label)
         lim = [min(ft.min(), fp.min()), max(ft.max(), fp.max())]
         ax.plot(lim, lim, "k--", lw=1)
         ax.set_xlabel("DFT force component (eV/Å)")
