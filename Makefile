@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test clean peer-venv
+.PHONY: install run test lint docs clean peer-venv
 
 install: $(STAMP)
 
@@ -21,6 +21,13 @@ run: install
 test: install
 	$(BIN)/python -m pytest -n 2 --durations=15 tests
 
+lint: install
+	$(BIN)/ruff check qallegro experiments tests
+
+# API reference from the docstrings (Sphinx autodoc + napoleon); warnings are errors.
+docs: install
+	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
+
 # PyTorch Allegro (the peer of experiments/benchmarks/peer.py) in its own venv: torch first (CPU wheel), then
 # nequip-allegro 0.8 (pulls nequip 0.19).
 PEER_VENV := .venv-peer
@@ -34,4 +41,4 @@ $(PEER_VENV)/.installed:
 	touch $@
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache docs/_build

@@ -15,10 +15,10 @@ import warnings
 import numpy as np
 import optuna
 import pytest
-from optuna._hypervolume import compute_hypervolume
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from qallegro.hpo.optuna_compat import compute_hypervolume
 from qallegro.hpo.samo_cobra import SamoCobraSampler
 from qallegro.hpo.space import from_unit, space_from_yaml, to_unit
 from qallegro.hpo.study import make_storage, run_worker, set_by_path, skip_if_duplicate

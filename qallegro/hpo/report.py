@@ -5,14 +5,13 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import numpy as np
-from optuna._hypervolume import compute_hypervolume
-from optuna.study._multi_objective import _is_pareto_front
+
+from qallegro.hpo.optuna_compat import compute_hypervolume, pareto_front_mask
 
 
 def pareto_mask(values: np.ndarray) -> np.ndarray:
     """(n,) bool: the non-dominated rows of (n, m) minimised objective values."""
-    values = np.asarray(values, float)
-    return _is_pareto_front(values, assume_unique_lexsorted=False) if len(values) else np.zeros(0, bool)
+    return pareto_front_mask(values)
 
 
 def default_reference(values: np.ndarray, margin: float = 0.1) -> np.ndarray:

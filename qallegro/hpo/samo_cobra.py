@@ -20,7 +20,7 @@ failed is never proposed again. Everything is a deterministic function of (seed,
 so a study is reproducible and several workers can share one Optuna storage (running trials of other workers
 count as evaluated for the distance requirement).
 
-Hypervolumes come from Optuna (optuna._hypervolume), the RBFs from scipy.interpolate.RBFInterpolator, the
+Hypervolumes come from Optuna (via qallegro.hpo.optuna_compat), the RBFs from scipy.interpolate.RBFInterpolator, the
 design from scipy.stats.qmc, the local optimiser from scipy.optimize.
 """
 
@@ -30,19 +30,16 @@ import warnings
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import optuna
-from optuna._hypervolume import compute_hypervolume
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, RandomSampler
-from optuna.samplers._base import _CONSTRAINTS_KEY, _process_constraints_after_trial
 from optuna.search_space import IntersectionSearchSpace
 from optuna.study import Study, StudyDirection
-from optuna.study._multi_objective import _is_pareto_front
 from optuna.trial import FrozenTrial, TrialState
 from scipy.interpolate import RBFInterpolator
 from scipy.optimize import minimize
 from scipy.stats import qmc
 
+from qallegro.hpo.optuna_compat import compute_hypervolume, pareto_front_mask, process_constraints_after_trial
 from qallegro.hpo.space import from_unit, snap, snap_array, to_unit
 
 # Polyharmonic kernels: free of a shape parameter, so no length scale has to be tuned per problem.
@@ -194,7 +191,7 @@ class SamoCobraSampler(BaseSampler):
     def after_trial(self, study: Study, trial: FrozenTrial, state: TrialState,
                     values: Optional[Sequence[float]]) -> None:
         if self._constraints_func is not None:
-            _process_constraints_after_trial(self._constraints_func, study, trial, state)
+            process_constraints_after_trial(self._constraints_func, study, trial, state)
 
     # -- the algorithm ----------------------------------------------------------------------------------------
     def _design(self, d: int, n: int) -> np.ndarray:
@@ -248,7 +245,7 @@ class SamoCobraSampler(BaseSampler):
         front = (Y[feasible] - ideal) / scale
         front = front[np.all(front < 1.0, axis=1)]
         if len(front):
-            front = front[_is_pareto_front(front, assume_unique_lexsorted=False)]
+            front = front[pareto_front_mask(front)]
         hv_front = compute_hypervolume(front, np.ones(m)) if len(front) else 0.0
         epsilon = 0.0
         if self._infill == "sms" and len(front) > 1:
@@ -298,7 +295,7 @@ class SamoCobraSampler(BaseSampler):
         # Candidates: global random points, plus local perturbations of the current Pareto-optimal points.
         n_cand = self._n_candidates or max(2000, 200 * d)
         candidates = [rng.random((n_cand, d))]
-        pareto_X = X[feasible][_is_pareto_front(Y[feasible], False)] if feasible.any() else X
+        pareto_X = X[feasible][pareto_front_mask(Y[feasible])] if feasible.any() else X
         for sigma in (0.1, 0.02):
             reps = max(1, n_cand // (4 * max(len(pareto_X), 1)))
             local = np.repeat(pareto_X, reps, axis=0) + sigma * rng.standard_normal((len(pareto_X) * reps, d))

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import time
 import warnings
-from datetime import datetime
 from typing import Any, Callable, Dict, Optional, Sequence
 
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.exceptions import ExperimentalWarning
-from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import Trial, TrialState
 
+from qallegro.hpo.optuna_compat import HeartbeatStorage, is_heartbeat_enabled, study_storage
 from qallegro.hpo.samo_cobra import SamoCobraSampler
 
 SAMPLERS = ("samo-cobra", "nsga2", "tpe", "random")
@@ -46,26 +45,9 @@ def make_sampler(name: str, search_space: Dict[str, BaseDistribution], seed: int
     raise ValueError(f"unknown sampler {name!r}; known: {list(SAMPLERS)}")
 
 
-class _HeartbeatStorage(optuna.storages.RDBStorage):
-    """RDBStorage whose stale trials also include RUNNING trials that never recorded a heartbeat and started
-    more than `grace_period` seconds ago. Optuna skips those; a worker killed between creating its trial and the
-    first heartbeat (seconds under SQLite lock contention) would leave a trial that `run_worker` waits for
-    forever."""
-
-    def _get_stale_trial_ids(self, study_id: int) -> list:
-        from optuna.storages._rdb import models
-        from optuna.storages._rdb.storage import _create_scoped_session
-
-        stale = super()._get_stale_trial_ids(study_id)
-        now = datetime.now()  # datetime_start is written with the worker's datetime.now(), not the database clock
-        with _create_scoped_session(self.scoped_session, True) as session:
-            running = (session.query(models.TrialModel).filter(models.TrialModel.state == TrialState.RUNNING)
-                       .filter(models.TrialModel.study_id == study_id).all())
-            for trial in running:
-                if (not trial.heartbeats and trial.datetime_start is not None
-                        and (now - trial.datetime_start).total_seconds() > self.grace_period):
-                    stale.append(trial.trial_id)
-        return stale
+def _user_attr(study: optuna.Study, number: int, key: str) -> Any:
+    """The current value of user attribute `key` of trial `number` (read afresh from the storage)."""
+    return study.get_trials(deepcopy=False)[number].user_attrs.get(key)
 
 
 def make_storage(url: str, heartbeat_interval: int = 60, grace_period: Optional[int] = None) -> optuna.storages.RDBStorage:
@@ -79,7 +61,7 @@ def make_storage(url: str, heartbeat_interval: int = 60, grace_period: Optional[
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
-        return _HeartbeatStorage(
+        return HeartbeatStorage(
             url, heartbeat_interval=heartbeat_interval,
             grace_period=grace_period if grace_period is not None else 2 * heartbeat_interval + 10,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
@@ -107,7 +89,6 @@ def skip_if_duplicate(trial: Trial, timeout: float = 120.0, poll_seconds: float 
     exactly one goes on.
     """
     live = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
-    storage = trial.study._storage
 
     def give_way(other):
         trial.set_user_attr("dedupe", "yield")
@@ -126,7 +107,7 @@ def skip_if_duplicate(trial: Trial, timeout: float = 120.0, poll_seconds: float 
             deadline = time.monotonic() + timeout
             while state == "intent" and time.monotonic() < deadline:
                 time.sleep(poll_seconds)
-                state = storage.get_trial(other._trial_id).user_attrs.get("dedupe")
+                state = _user_attr(trial.study, other.number, "dedupe")
             if state in ("pass", "intent"):  # "intent" after the timeout: a dead twin; its retry will yield
                 give_way(other)
     trial.set_user_attr("dedupe", "pass")
@@ -169,7 +150,7 @@ def run_worker(study: optuna.Study, objective: Callable[[Trial], Sequence[float]
 
     ran = 0
     while True:
-        if is_heartbeat_enabled(study._storage):
+        if is_heartbeat_enabled(study_storage(study)):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ExperimentalWarning)
                 optuna.storages.fail_stale_trials(study)
