@@ -80,7 +80,7 @@ def test_neighbor_list_matches_ase(seed):
     atoms = ase.Atoms(numbers=[29] * n, scaled_positions=rng.uniform(size=(n, 3)), cell=cell, pbc=pbc)
     s = make_structure(atoms.numbers, atoms.positions, cell=cell, pbc=pbc, validate=False)
     r_max = float(rng.uniform(3.0, 5.0))  # often longer than half the cell: many images
-    senders, receivers, shifts = neighbor_list(s, r_max)
+    senders, receivers, shifts = neighbor_list(s.positions, s.cell, s.pbc, r_max)
     i, j, S = ase_neighbor_list("ijS", atoms, r_max)
     ours = sorted(zip(receivers.tolist(), senders.tolist(), map(tuple, shifts.astype(int).tolist())))
     theirs = sorted(zip(i.tolist(), j.tolist(), map(tuple, S.tolist())))
@@ -91,7 +91,7 @@ def test_neighbor_list_matches_ase(seed):
 
 def test_neighbor_list_molecule():
     s = make_structure([8, 1, 1], [[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])
-    senders, receivers, shifts = neighbor_list(s, 1.2)
+    senders, receivers, shifts = neighbor_list(s.positions, s.cell, s.pbc, 1.2)
     assert sorted(zip(receivers.tolist(), senders.tolist())) == [(0, 1), (0, 2), (1, 0), (2, 0)]
     assert not shifts.any()
 

@@ -51,7 +51,7 @@ def structure_to_graph(structure: Structure, r_max: float, species: Sequence[int
         DataError: unknown species (names file, frame and atom).
     """
     s = structure
-    senders, receivers, shifts = neighbor_list(s, r_max)
+    senders, receivers, shifts = neighbor_list(s.positions, s.cell, s.pbc, r_max)
     n = s.n_atoms
     nodes = {
         "positions": s.positions.astype(np.float64),

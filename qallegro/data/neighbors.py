@@ -14,28 +14,38 @@ from __future__ import annotations
 import numpy as np
 from matscipy.neighbours import neighbour_list as _matscipy_neighbour_list
 
-from qallegro.data.structure import Structure
 
-
-def neighbor_list(structure: Structure, r_max: float, return_lengths: bool = False):
+def neighbor_list(positions, cell, pbc, r_max: float, return_lengths: bool = False):
     """All pairs (i, j, image) with |r_ij| < r_max, including periodic images and self-images.
 
     Works for any cell, including cells shorter than 2·r_max (matscipy enumerates every image), triclinic
-    cells, mixed periodicity, and molecules (no cell: a bounding box is used, which changes nothing since
-    nothing is periodic).
+    cells, mixed periodicity, and molecules (no periodic axis: a bounding box is used, which changes nothing
+    since nothing is periodic, so the cell may then be zeros or None).
+
+    Edges are sorted by (receiver, sender, shift), so the order does not depend on matscipy's binning.
 
     Args:
-        structure: the configuration (positions in Å).
+        positions: (n_atoms, 3) Cartesian positions in Å.
+        cell: (3, 3) lattice vectors as rows in Å; zeros (or None) for a molecule.
+        pbc: (3,) bool periodicity along each lattice vector (a scalar is broadcast).
         r_max: cutoff radius in Å.
-        return_lengths: also return the (n_edges,) edge lengths in Å.
+        return_lengths: also return the edge lengths.
 
     Returns:
-        senders (n_edges,) int32 (neighbour j), receivers (n_edges,) int32 (centre i),
-        shifts (n_edges, 3) float64 integer lattice translations, [lengths (n_edges,)].
+        ``(senders, receivers, shifts)``, or ``(senders, receivers, shifts, lengths)`` if ``return_lengths``:
+        senders (n_edges,) int32 (neighbour j), receivers (n_edges,) int32 (centre i), shifts (n_edges, 3)
+        float64 integer lattice translations of the neighbour's image, lengths (n_edges,) float64 in Å.
+
+    Raises:
+        ValueError: positions not of shape (n_atoms, 3), or cell not of shape (3, 3).
     """
-    positions = structure.positions
-    cell = structure.cell
-    pbc = structure.pbc
+    positions = np.asarray(positions, dtype=np.float64)
+    cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64)
+    pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,)).copy()
+    if positions.ndim != 2 or positions.shape[1] != 3:
+        raise ValueError(f"positions must have shape (n_atoms, 3), got {positions.shape}")
+    if cell.shape != (3, 3):
+        raise ValueError(f"cell must have shape (3, 3), got {cell.shape}")
     if not pbc.any():
         # matscipy needs an invertible cell even without periodicity: a box around the atoms, bigger than
         # r_max on every side, gives the same pairs.

@@ -7,6 +7,8 @@ from typing import Optional
 
 import numpy as np
 
+from qallegro.data.neighbors import neighbor_list
+
 
 class DataError(ValueError):
     """Bad input data. The message names the source (file), the frame and, where it applies, the atom."""
@@ -95,10 +97,9 @@ class Structure:
 
     def _check_overlaps(self, min_distance: float) -> None:
         if self.pbc.any():
-            from qallegro.data.neighbors import neighbor_list  # local import: neighbors imports this module
-
             # A search radius well above min_distance keeps matscipy's binning cheap in vacuum-padded cells.
-            senders, receivers, _, lengths = neighbor_list(self, max(min_distance, 0.5), return_lengths=True)
+            senders, receivers, _, lengths = neighbor_list(self.positions, self.cell, self.pbc, max(min_distance, 0.5),
+                                                           return_lengths=True)
             close = np.flatnonzero(lengths < min_distance)
             pairs = [(int(receivers[k]), int(senders[k]), float(lengths[k])) for k in close]
         else:
