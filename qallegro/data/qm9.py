@@ -33,7 +33,7 @@ def is_qm9_npz(path: str) -> bool:
 
 def read_qm9(path: str, target: str = "U0", atomization: bool = True, indices: Optional[Sequence[int]] = None,
              max_molecules: Optional[int] = None) -> List[Structure]:
-    """Read QM9 molecules as `Structure`s with energy in eV (no forces, no cell).
+    """Read QM9 molecules as `Structure` records with energy in eV (no forces, no cell).
 
     Args:
         path: npz in the layout described in the module docstring.
@@ -87,21 +87,3 @@ def read_qm9(path: str, target: str = "U0", atomization: bool = True, indices: O
         out.append(make_structure(z, R[offsets[i]:offsets[i + 1]], energy=e * HARTREE_TO_EV, source=name,
                                   frame=int(gdb[i])))
     return out
-
-
-def write_qm9_subset(src: str, dst: str, rows: Sequence[int]) -> None:
-    """Copy molecules `rows` (0-based, sorted on output) of a QM9 npz into a smaller npz of the same layout
-    (coordinates, energies U0/U/H/G, references and SMILES; other properties dropped), compressed."""
-    rows = np.sort(np.asarray(rows, dtype=np.int64))
-    with np.load(src) as f:
-        offsets = f["offsets"]
-        atom_rows = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in rows])
-        n_atoms = np.diff(offsets)[rows]
-        out = {"index": f["index"][rows], "n_atoms": n_atoms.astype(np.int32),
-               "offsets": np.concatenate([[0], np.cumsum(n_atoms)]).astype(np.int64),
-               "Z": f["Z"][atom_rows], "R": f["R"][atom_rows], "smiles": f["smiles"][rows]}
-        for t in QM9_TARGETS:
-            out[t] = f[t][rows]
-            out[f"atomref_{t}"] = f[f"atomref_{t}"]
-        out["atomref_Z"] = f["atomref_Z"]
-    np.savez_compressed(dst, **out)

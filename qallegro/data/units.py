@@ -7,5 +7,3 @@ Every reader converts at the boundary, so nothing downstream ever sees another u
 KCAL_MOL_TO_EV = 0.0433641043
 #: 1 Hartree in eV (QM9 ships Hartree).
 HARTREE_TO_EV = 27.211386245988
-#: Errors are reported in meV, meV/Å and meV/Å^3.
-EV_TO_MEV = 1000.0
