@@ -2,8 +2,10 @@
 
 Families: ``allegro`` (Musaelian et al. 2023) and the seed paper's variants ``allegro-mlp`` (extra classical MLP
 block) and ``allegro-qdi`` (quantum depth-infused hybrid block), see qallegro.nn.variants.
-A model config is a plain dict (YAML-friendly), e.g.
+A model config is a plain dict (YAML-friendly), e.g.::
+
     {"family": "allegro", "r_max": 5.0, "l_max": 2, "num_layers": 2, ...}
+
 Data-derived fields (num_species, avg_num_neighbors, species_scale, species_shift) are filled in from the
 training set by `qallegro.train` and stored with the checkpoint.
 """

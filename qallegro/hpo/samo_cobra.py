@@ -49,7 +49,7 @@ DEFAULT_DISTANCES = (0.3, 0.05, 0.001, 0.0005, 0.0)
 
 
 def plog(y: np.ndarray) -> np.ndarray:
-    """SAMO-COBRA's output transform plog(y) = sign(y) ln(1 + |y|): tames objectives spanning decades."""
+    """SAMO-COBRA's output transform ``plog(y) = sign(y) ln(1 + |y|)``: tames objectives spanning decades."""
     return np.sign(y) * np.log1p(np.abs(y))
 
 

@@ -2,6 +2,7 @@
 YAML form in which experiments state a search space.
 
 Mapping (one box coordinate per parameter):
+
 - float: linear (or logarithmic when `log`) in [low, high]; with a `step`, rounded to the grid.
 - int: as float, then rounded to the nearest allowed integer (step-aware; log-spaced when `log`).
 - categorical with k choices: choice i owns the cell [i/k, (i+1)/k); it maps back to the cell centre. The order

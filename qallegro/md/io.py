@@ -3,6 +3,7 @@
 * `ThermoCSV`: one row per logged step with `qallegro.md.dynamics.THERMO_FIELDS` (eV, K, fs).
 * `TrajectoryWriter`: frames appended to an extxyz file (positions Å, velocities in ASE units, energies in
   info) or an ASE `.traj` file, chosen by the suffix.
+
 Both are usable as (or inside) the `callback` of `run_md`.
 """
 

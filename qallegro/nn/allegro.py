@@ -3,8 +3,10 @@ Nat. Commun. 14, 579 (2023)) as a flax module on e3nn-jax.
 
 Allegro is strictly local and edge-centred. For every edge ij (centre i = receiver, neighbour j = sender) it
 carries two tracks:
-  * an invariant scalar latent x_ij (the "latent"), and
-  * equivariant tensor features V_ij with `num_tensor_features` channels of irreps l = 0..l_max.
+
+* an invariant scalar latent x_ij (the "latent"), and
+* equivariant tensor features V_ij with `num_tensor_features` channels of irreps l = 0..l_max.
+
 Layer k computes the environment of the centre, Gamma_i = sum_j w_k(x_ij) * Y(r_ij) / sqrt(avg_num_neighbors),
 takes the channel-wise tensor product V_ij (x) Gamma_i, feeds its invariant 0e outputs together with x_ij to a
 latent MLP (residual update, multiplied by the cutoff so the latent vanishes smoothly at r_max) and mixes its

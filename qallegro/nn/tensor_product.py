@@ -32,7 +32,7 @@ def channelwise_paths(irreps1: str, irreps2: str, filter_ir_out: Tuple[str, ...]
     """Output irreps and sparse coefficient table of e3nn.tensor_product(irreps1, irreps2, filter_ir_out).
 
     Returns:
-        (irreps_out, table) with table[k] = ((i, j, CG_ijk), ...) over the nonzero coefficients (|CG| > 1e-12).
+        (irreps_out, table) with table[k] = ((i, j, CG_ijk), ...) over the nonzero coefficients (``|CG| > 1e-12``).
     """
     irreps1, irreps2 = e3nn.Irreps(irreps1), e3nn.Irreps(irreps2)
     # Evaluated eagerly even when first called inside jit (e.g. a loaded potential's first force call).

@@ -31,6 +31,7 @@ class AllegroMLP(Allegro):
         block_depth: number of dense layers in the block (>= 1).
         block_width: width of its hidden layers.
         block_activation: their nonlinearity.
+
     Per-edge cost: about 2·(d·w + (depth-2)·w² + w·d) FLOPs for latent size d and width w.
     """
 

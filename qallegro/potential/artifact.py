@@ -151,17 +151,27 @@ class Potential:
     """A trained model with jit-compiled energy / forces / stress for (positions, species, cell, pbc).
 
     The three methods take
-        positions: (N, 3) Å; species: (N,) atomic numbers Z (each must be one of `self.species`);
-        cell: (3, 3) lattice vectors as rows in Å, or None for a molecule; pbc: bool or (3,) bools (default:
-        periodic along every axis when a cell is given, else not periodic).
+
+    - positions: (N, 3) Å;
+    - species: (N,) atomic numbers Z (each must be one of `self.species`);
+    - cell: (3, 3) lattice vectors as rows in Å, or None for a molecule;
+    - pbc: bool or (3,) bools (default: periodic along every axis when a cell is given, else not periodic).
+
     The neighbour list is built on the host (matscipy; any cell, also smaller than 2 r_max) and padded to a
     coarse ladder of sizes, so repeated calls with similar sizes reuse a handful of compiled functions.
     Energies and forces are computed by one jit-compiled function of the padded graph. For loops that stay
     inside JAX (MD), use `qallegro.md` (jax-md neighbour lists) with `self.atomic_energies`.
 
     Attributes:
-        model: the flax module; params: its variables; model_config; species: tuple of atomic numbers;
-        r_max: cutoff (Å); dtype: "float32" or "float64"; metadata: training metadata; path; sha256.
+        model: the flax module.
+        params: its variables.
+        model_config: the config that `qallegro.models.build_model` built the module from.
+        species: tuple of atomic numbers, in the model's species-index order.
+        r_max: cutoff (Å).
+        dtype: "float32" or "float64".
+        metadata: training metadata.
+        path: the file it was loaded from (None when built in memory).
+        sha256: the payload checksum stored in the file (None when built in memory).
     """
 
     def __init__(self, model_config: Dict[str, Any], params: Any, species: Sequence[int], dtype: str = "float32",

@@ -1,7 +1,9 @@
 """Energy, forces and stress of a model on padded graphs.
 
-Energy is the model; forces are -dE/dr by jax.grad; stress is the strain derivative
+Energy is the model; forces are -dE/dr by jax.grad; stress is the strain derivative::
+
     sigma = (1/V) dE/d(epsilon) at epsilon = 0,   positions -> positions (1 + epsilon), cell -> cell (1 + epsilon),
+
 with a symmetric strain epsilon per graph (ASE's sign convention, eV/Å^3). The strain acts on every edge vector
 r_ij = x_j - x_i + S_ij·cell through (1 + epsilon), so small cells (images of an atom within r_max of itself)
 are handled exactly.
