@@ -16,8 +16,7 @@ from typing import Any, Dict, List
 
 import numpy as np
 
-from experiments.config import available_datasets, load_config
-from experiments.train import load_run, run_training
+from experiments.config import available_datasets, enable_x64_if_needed, load_config
 
 METRICS = ("energy_mae", "forces_mae", "forces_rmse")
 
@@ -54,9 +53,10 @@ def main(args: argparse.Namespace) -> int:
 def compare(dataset: str, models: List[str], n_seeds: int, profile: str, config_file, budget: Dict[str, Any],
             out: str, timing_structures: int = 10) -> Dict[str, Any]:
     """Train every (model, seed), time inference, aggregate; returns the comparison dict written as JSON."""
-    from qallegro.data.graphs import batch_and_pad, structure_to_graph
     from qallegro.data.readers import read_structures
-    from qallegro.timing import time_inference
+    from qallegro.potential import load as load_potential
+    from qallegro.timing import time_potential
+    from qallegro.train.run import run_training
     from qallegro.train.setup import count_parameters
 
     per_model: Dict[str, Any] = {}
@@ -71,21 +71,21 @@ def compare(dataset: str, models: List[str], n_seeds: int, profile: str, config_
                 for key, value in budget.items():
                     if value is not None:
                         cfg["training"][key] = value
+                enable_x64_if_needed(cfg)
                 print(f"== {model}, seed {seed} -> {run_dir}")
                 run_training(cfg, run_dir, seed=seed, title=f"{dataset} / {model} / seed {seed}")
             with open(results_path) as f:
                 runs.append(json.load(f))
-        net, params, model_config, species = load_run(os.path.join(out, model, "seed0"))
+        potential = load_potential(os.path.join(out, model, "seed0", "potential.qallegro"))
         test_path = runs[0]["dataset"].get("test") or runs[0]["dataset"]["train"]
         timing_set = read_structures(test_path)[:timing_structures]
-        batch = batch_and_pad([structure_to_graph(s, model_config["r_max"], species) for s in timing_set])
         per_model[model] = {
             "test": {m: [r["test"][m] for r in runs] for m in METRICS},
-            "n_parameters": count_parameters(params),
+            "n_parameters": count_parameters(potential.params),
             "epochs": [r["epochs"] for r in runs],
             "minutes_per_epoch": [r["train_minutes"] / max(r["epochs"], 1) for r in runs],
-            "inference": time_inference(net, params, batch),
-            "model_config": {k: v for k, v in model_config.items() if k not in ("species_scale", "species_shift")},
+            "inference": time_potential(potential, timing_set),
+            "model_config": dict(potential.model_config),
         }
     summary = {"dataset": dataset, "profile": profile, "seeds": n_seeds, "budget": budget, "models": per_model,
                "machine": {"platform": platform.platform(), "cpus": os.cpu_count()}}

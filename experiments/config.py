@@ -1,12 +1,12 @@
-"""Experiment configs: one YAML per dataset under experiments/configs, with profiles (cpu, paper)."""
+"""Experiment configs: one YAML per dataset under experiments/configs, with profiles (cpu, paper); the file
+format and its loading are `qallegro.config`."""
 
 from __future__ import annotations
 
-import copy
 import os
 from typing import Any, Dict, Optional
 
-import yaml
+from qallegro.config import load_config_file, read_yaml
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
@@ -29,28 +29,6 @@ def dataset_label(dataset: str) -> str:
             base = base[:-len(suffix)] if base.endswith(suffix) else base
         return f"extxyz-{base}"
     return dataset
-
-
-def deep_update(base: Dict[str, Any], override: Dict[str, Any]) -> Dict[str, Any]:
-    """Recursively merge `override` into a copy of `base`."""
-    out = copy.deepcopy(base)
-    for k, v in override.items():
-        out[k] = deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def _load_yaml(path: str) -> Dict[str, Any]:
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"config file not found: {path}")
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: a config must be a YAML mapping")
-    return data
-
-
-def _resolve(path: str, base_dir: str) -> str:
-    return path if os.path.isabs(path) else os.path.normpath(os.path.join(base_dir, path))
 
 
 def load_config(dataset: str, profile: str = "cpu", config_file: Optional[str] = None) -> Dict[str, Any]:
@@ -76,31 +54,19 @@ def load_config(dataset: str, profile: str = "cpu", config_file: Optional[str] =
         path = os.path.join(CONFIG_DIR, f"{dataset}.yaml")
     if not os.path.exists(path):
         raise ValueError(f"unknown dataset {dataset!r}; known: {available_datasets()} or extxyz:PATH")
-    raw = _load_yaml(path)
-    profiles = raw.get("profiles", {})
+    profiles = read_yaml(path).get("profiles", {})
     if profile not in profiles:
         raise ValueError(f"dataset {dataset!r} has no profile {profile!r}; known: {sorted(profiles)}")
-    chosen = copy.deepcopy(profiles[profile])
-    cfg = {**chosen, "dataset": deep_update(raw.get("dataset", {}), chosen.get("dataset", {}))}
-    _resolve_data_paths(cfg["dataset"], os.path.dirname(path))
+    cfg = load_config_file(path, profile, config_file)
     if user_path is not None:
         cfg["dataset"]["train"] = os.path.abspath(user_path)
-    if config_file:
-        extra = _load_yaml(config_file)
-        if "profiles" in extra:
-            extra = deep_update({k: v for k, v in extra.items() if k != "profiles"}, extra["profiles"].get(profile, {}))
-        _resolve_data_paths(extra.get("dataset", {}), os.path.dirname(os.path.abspath(config_file)))
-        cfg = deep_update(cfg, extra)
-    cfg.setdefault("dtype", "float32")
     return cfg
 
 
-def _resolve_data_paths(data: Dict[str, Any], base_dir: str) -> None:
-    for key in ("train", "test"):
-        if data.get(key):
-            data[key] = _resolve(data[key], base_dir)
-    for name, entry in (data.get("external") or {}).items():
-        if isinstance(entry, dict):
-            entry["path"] = _resolve(entry["path"], base_dir)
-        else:
-            data["external"][name] = _resolve(entry, base_dir)
+def enable_x64_if_needed(cfg: Dict[str, Any]) -> None:
+    """Switch on JAX's 64-bit mode for a float64 run config. The process-wide switch belongs to the program's
+    entry point; library calls only check it."""
+    if cfg.get("dtype", "float32") == "float64":
+        import jax
+
+        jax.config.update("jax_enable_x64", True)

@@ -26,6 +26,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from qallegro.train import evaluation
+
 SHARED = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data"))
 
 #: The real DFT frames used to validate the labeller: name -> (path relative to ../shared/data, frame stride,
@@ -85,25 +87,6 @@ def label(atoms, calc) -> Dict[str, np.ndarray]:
             "stress": atoms.get_stress(voigt=True).copy()}
 
 
-def energy_errors(n_atoms: np.ndarray, counts: np.ndarray, e_ref: np.ndarray, e_pred: np.ndarray) -> Dict:
-    """Energy-per-atom errors (meV/atom) as they are and after refitting one energy reference per element.
-
-    The refit is the least-squares fit of E_ref - E_pred on composition (`counts`, (n_frames, n_elements)):
-    one constant per element, which is all that differs between DFT codes/pseudopotentials or between a
-    model's shifts and another data set's zero of energy. For a one-element set it is the mean per-atom offset.
-    """
-    from qallegro.data.statistics import composition_least_squares
-
-    per_atom = (e_pred - e_ref) / n_atoms
-    delta = composition_least_squares(counts, e_ref - e_pred)
-    refit = (e_pred + counts @ delta - e_ref) / n_atoms
-    return {"energy_per_atom_mae": 1000 * float(np.mean(np.abs(per_atom))),
-            "energy_per_atom_mean_error": 1000 * float(np.mean(per_atom)),
-            "energy_per_atom_mae_refit": 1000 * float(np.mean(np.abs(refit))),
-            "energy_per_atom_rmse_refit": 1000 * float(np.sqrt(np.mean(refit ** 2))),
-            "reference_offsets_eV_per_atom": [float(x) for x in delta]}
-
-
 def validate_labeller(out_dir: str, shared: str = SHARED, sets: Optional[Sequence[str]] = None,
                       threads: Optional[int] = None, log=print) -> Dict:
     """SevenNet-0 against the real VASP PBE frames (see DFT_SETS); writes the report beside the data.
@@ -144,7 +127,7 @@ def validate_labeller(out_dir: str, shared: str = SHARED, sets: Optional[Sequenc
         entry = {"file": rel, "stride": stride, "frames": len(frames), "atoms": int(n_atoms.sum()),
                  "volume_per_atom_range": [round(min(volumes), 2), round(max(volumes), 2)],
                  "elements": elements, "seconds": round(time.perf_counter() - t0, 1),
-                 **energy_errors(n_atoms, counts, np.array(e_ref), np.array(e_pred)),
+                 **evaluation.energy_errors(n_atoms, counts, np.array(e_ref), np.array(e_pred)),
                  "forces_mae": 1000 * float(np.mean(np.concatenate(df))),
                  "forces_rms_reference": 1000 * float(np.sqrt(np.mean(np.concatenate(
                      [a.get_forces().ravel() for a in frames]) ** 2))),

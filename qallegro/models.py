@@ -12,10 +12,11 @@ training set by `qallegro.train` and stored with the checkpoint.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Optional
 
 import flax.linen as nn
 
+from qallegro.data.statistics import DatasetStatistics
 from qallegro.nn.allegro import Allegro
 from qallegro.nn.variants import AllegroMLP, AllegroQDI
 
@@ -24,17 +25,23 @@ MODEL_FAMILIES: Dict[str, Callable[..., nn.Module]] = {
 
 
 def register_model(name: str, constructor: Callable[..., nn.Module]) -> None:
-    """Add a model family to the registry (used by the variants)."""
+    """Add a model family to the registry: `build_model` then builds `constructor(**hyperparameters)` for
+    ``config["family"] == name``."""
     MODEL_FAMILIES[name] = constructor
 
 
-def build_model(config: Dict[str, Any]) -> nn.Module:
+def build_model(config: Dict[str, Any], statistics: Optional[DatasetStatistics] = None) -> nn.Module:
     """Instantiate the module for `config["family"]` with the remaining keys as hyperparameters.
+
+    Args:
+        config: the family and its hyperparameters; it may already hold the data-derived fields.
+        statistics: the training set's normalisation; its fields (num_species, avg_num_neighbors,
+            species_scale, species_shift) override those of `config`.
 
     Raises:
         ValueError: unknown family, or a hyperparameter the family does not take (names it).
     """
-    config = dict(config)
+    config = dict(config, **(statistics.model_fields() if statistics is not None else {}))
     family = config.pop("family", "allegro")
     if family not in MODEL_FAMILIES:
         raise ValueError(f"unknown model family {family!r}; known: {sorted(MODEL_FAMILIES)}")

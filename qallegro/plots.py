@@ -21,7 +21,7 @@ def parity_plot(predictions: Dict[str, np.ndarray], path: str, title: str = "",
                 species_names: Optional[Sequence[str]] = None) -> None:
     """Energy (per atom, shifted to mean 0, meV/atom) and force-component (eV/Å) parity plots, MAE in the titles.
 
-    `predictions` as returned by `qallegro.train.loop.evaluate`: energy_true/pred (eV, per structure), n_atoms
+    `predictions` as returned by `qallegro.train.evaluation.evaluate`: energy_true/pred (eV, per structure), n_atoms
     (per structure), forces_true/pred (eV/Å), species (index per force row); without force rows the right
     panel says so."""
     fig, axes = new_figure(1, 2, figsize=(10, 4.6))

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import platform
 import time
-from typing import Any, Dict
+from typing import Any, Dict, Sequence
 
 import flax.linen as nn
 import jax
 import jraph
 import numpy as np
 
-from qallegro.potential import energy_forces_stress
+from qallegro.data.graphs import batch_and_pad, structure_to_graph
+from qallegro.data.structure import Structure
+from qallegro.potential import Potential, energy_forces_stress
 
 
 def time_inference(model: nn.Module, params: Any, graph: jraph.GraphsTuple, repeats: int = 20,
@@ -64,3 +66,17 @@ def time_inference(model: nn.Module, params: Any, graph: jraph.GraphsTuple, repe
         "device": str(jax.devices()[0]),
         "cpu": platform.processor() or platform.machine(),
     }
+
+
+def time_potential(potential: Potential, structures: Sequence[Structure], repeats: int = 20,
+                   warmup: int = 3) -> Dict[str, Any]:
+    """`time_inference` of a loaded potential on one padded batch of `structures` (its own r_max and species).
+
+    Raises:
+        qallegro.data.structure.DataError: a structure with a species the potential does not know.
+        ValueError: no structures, or repeats/warmup < 1.
+    """
+    if not structures:
+        raise ValueError("time_potential needs at least one structure")
+    batch = batch_and_pad([structure_to_graph(s, potential.r_max, potential.species) for s in structures])
+    return time_inference(potential.model, potential.params, batch, repeats=repeats, warmup=warmup)

@@ -69,8 +69,10 @@ def test_qm9_cpu_profile_learns_beyond_the_composition_baseline():
 
     At learning rates of 2e-3 and 4e-3 the energy MAE stayed at the composition baseline for thousands of steps
     (the network learned nothing; experiments/results/datasets.md); at 1e-3 it falls within a few hundred."""
-    from qallegro.data.graphs import GraphLoader
-    from qallegro.train.loop import TrainConfig, evaluate, init_train_state, make_steps
+    from qallegro.data.loader import GraphLoader
+    from qallegro.train.config import TrainConfig
+    from qallegro.train.evaluation import evaluate
+    from qallegro.train.step import init_train_state, make_steps
     from qallegro.train.setup import prepare
 
     cfg = load_config("qm9", "cpu")
@@ -80,12 +82,12 @@ def test_qm9_cpu_profile_learns_beyond_the_composition_baseline():
     optimizer, train_step, eval_step = make_steps(prepared.model, training, compute_stress=False)
     state = init_train_state(prepared.params, optimizer)
     everything = GraphLoader(prepared.train_graphs, len(molecules), shuffle=False)
-    baseline = evaluate(eval_step, state["params"], everything, training)["energy_mae"]  # = composition fit
+    baseline = evaluate(eval_step, state.params, everything, training)["energy_mae"]  # = composition fit
     loader = GraphLoader(prepared.train_graphs, training.batch_size, shuffle=True, seed=0)
     for epoch in range(60):  # 600 steps
         for graph in loader.batches(epoch):
             state, _ = train_step(state, graph)
-    fitted = evaluate(eval_step, state["params"], everything, training)["energy_mae"]
+    fitted = evaluate(eval_step, state.params, everything, training)["energy_mae"]
     assert fitted < 0.75 * baseline, (baseline, fitted)
 
 
@@ -224,7 +226,7 @@ def test_every_dataset_and_model_pair_has_a_config():
 
 
 def test_external_energy_reference_refit():
-    from experiments.culi import energy_errors
+    from qallegro.train.evaluation import energy_errors
 
     counts = np.array([[4.0, 0.0], [2.0, 2.0], [0.0, 8.0]])  # Li, Cu atoms per frame
     e_ref = np.array([-7.6, -11.9, -32.8])

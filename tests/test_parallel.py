@@ -19,7 +19,8 @@ WORKER = textwrap.dedent("""
     from allegro_helpers import random_crystal, random_molecule, small_model
     from qallegro.data.graphs import batch_and_pad, structure_to_graph
     from qallegro.data.structure import make_structure
-    from qallegro.train.loop import TrainConfig, init_train_state, make_steps
+    from qallegro.train.config import TrainConfig
+    from qallegro.train.step import init_train_state, make_steps
     from qallegro.train.parallel import make_mesh, make_parallel_train_step, put_sharded, split_batch
 
     assert jax.device_count() == 2, jax.devices()
@@ -45,14 +46,14 @@ WORKER = textwrap.dedent("""
         parallel, loss2 = parallel_step(parallel, sharded)
         losses.append((float(loss1), float(loss2)))
     diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in
-               zip(jax.tree.leaves(single["params"]), jax.tree.leaves(parallel["params"])))
+               zip(jax.tree.leaves(single.params), jax.tree.leaves(parallel.params)))
     moved = max(float(jnp.max(jnp.abs(a - b))) for a, b in
-                zip(jax.tree.leaves(single["params"]), jax.tree.leaves(params)))
+                zip(jax.tree.leaves(single.params), jax.tree.leaves(params)))
     # A batch smaller than the mesh: the empty group is filled with a zero-weight graph.
     tiny = split_batch(graphs[:1], 2)
     print(json.dumps({"diff": diff, "moved": moved, "losses": losses, "devices_used": devices_used,
                       "tiny_has_forces": np.asarray(tiny.globals["has_forces"]).tolist(),
-                      "params_devices": len(jax.tree.leaves(parallel["params"])[0].devices())}))
+                      "params_devices": len(jax.tree.leaves(parallel.params)[0].devices())}))
 """)
 
 

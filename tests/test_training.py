@@ -6,10 +6,13 @@ import os
 import jax
 import numpy as np
 
-from qallegro.data.graphs import GraphLoader, structure_to_graph
+from qallegro.data.graphs import structure_to_graph
+from qallegro.data.loader import GraphLoader
 from qallegro.data.readers import read_rmd17_npz
 from qallegro.potential.graph import energy_forces_stress
-from qallegro.train.loop import TrainConfig, fit, init_train_state, make_steps
+from qallegro.train.config import TrainConfig
+from qallegro.train.loop import fit
+from qallegro.train.step import init_train_state, make_steps
 from qallegro.train.loss import error_sums, loss_predictions, weighted_loss
 from qallegro.train.setup import prepare
 
@@ -80,16 +83,16 @@ def test_resume_is_exact(tmp_path):
     fit(prepared.model, prepared.params, train_loader, val_loader, half, str(tmp_path / "a"), log=quiet)
     a = fit(prepared.model, prepared.params, train_loader, val_loader, cfg, str(tmp_path / "a"), resume=True,
             log=quiet)
-    _params_equal(a["last_state"], full["last_state"])
-    _params_equal(a["best_params"], full["best_params"])
-    np.testing.assert_array_equal([float(r["val_loss"]) for r in a["history"]],
-                                  [float(r["val_loss"]) for r in full["history"]])
+    _params_equal(a.last_state, full.last_state)
+    _params_equal(a.best_params, full.best_params)
+    np.testing.assert_array_equal([float(r["val_loss"]) for r in a.history],
+                                  [float(r["val_loss"]) for r in full.history])
 
     # stopped in the middle of an epoch by the time budget (0 minutes: after the first batch), then resumed
     cut = TrainConfig(**dict(cfg.__dict__, max_minutes=0.0))
     stopped = fit(prepared.model, prepared.params, train_loader, val_loader, cut, str(tmp_path / "b"), log=quiet)
-    assert int(stopped["last_state"]["step"]) == 1
+    assert int(stopped.last_state.step) == 1
     b = fit(prepared.model, prepared.params, train_loader, val_loader, cfg, str(tmp_path / "b"), resume=True,
             log=quiet)
-    _params_equal(b["last_state"], full["last_state"])
-    assert len(b["history"]) == 3
+    _params_equal(b.last_state, full.last_state)
+    assert len(b.history) == 3

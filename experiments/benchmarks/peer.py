@@ -158,7 +158,8 @@ def qallegro_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
         baseline = _rss_mb()
         compile_s, times = timed(lambda: jit_energy_forces_stress(model, params, graph, stress))
     elif spec["task"] == "train":
-        from qallegro.train.loop import TrainConfig, init_train_state, make_steps
+        from qallegro.train.config import TrainConfig
+        from qallegro.train.step import init_train_state, make_steps
 
         frames = read(spec["batch"], index=":")
         graph = as_graph(frames)

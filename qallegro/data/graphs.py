@@ -10,13 +10,13 @@ Graph layout (all numpy until it enters jit):
 jit compiles once per array shape, so batches are padded (jraph.pad_with_graphs) to budgets taken from a
 coarse ladder: by default four sizes per doubling, at most 25 % padding (`padding_budget`; fewer sizes for data
 whose batches vary a lot in size). A training run therefore compiles only a handful of times;
-`GraphLoader.shapes_seen` counts them.
+`qallegro.data.loader.GraphLoader.shapes_seen` counts them.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Optional, Sequence, Tuple
 
 import jraph
 import numpy as np
@@ -110,40 +110,3 @@ def batch_and_pad(graphs: Sequence[jraph.GraphsTuple], n_graph: Optional[int] = 
 def graph_shape(graph: jraph.GraphsTuple) -> Tuple[int, int, int]:
     """(n_node, n_edge, n_graph) array sizes of a (padded) batch: what jit specialises on."""
     return int(graph.nodes["positions"].shape[0]), int(graph.senders.shape[0]), int(graph.n_node.shape[0])
-
-
-class GraphLoader:
-    """Batches of padded graphs, reshuffled per epoch from (seed, epoch) so any epoch can be replayed exactly
-    (this is what makes `--resume` bit-for-bit)."""
-
-    def __init__(self, graphs: List[jraph.GraphsTuple], batch_size: int, shuffle: bool, seed: int = 0,
-                 sizes_per_doubling: int = 4):
-        padding_budget(1, sizes_per_doubling=sizes_per_doubling)  # validates it
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if not graphs:
-            raise ValueError("GraphLoader needs at least one graph")
-        self.graphs = graphs
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.seed = seed
-        self.sizes_per_doubling = sizes_per_doubling
-        self.shapes_seen: Set[Tuple[int, int, int]] = set()
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.graphs) / self.batch_size)
-
-    def order(self, epoch: int) -> np.ndarray:
-        if not self.shuffle:
-            return np.arange(len(self.graphs))
-        return np.random.default_rng([self.seed, epoch]).permutation(len(self.graphs))
-
-    def batches(self, epoch: int = 0, start: int = 0) -> Iterator[jraph.GraphsTuple]:
-        """Yield the padded batches of `epoch`, beginning with batch number `start`."""
-        order = self.order(epoch)
-        for b in range(start, len(self)):
-            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-            batch = batch_and_pad([self.graphs[k] for k in idx], n_graph=self.batch_size + 1,
-                                  sizes_per_doubling=self.sizes_per_doubling)
-            self.shapes_seen.add(graph_shape(batch))
-            yield batch

@@ -1,13 +1,106 @@
-"""Training-set statistics that fix the model's normalisation (never fitted on validation or test data)."""
+"""Training-set statistics that fix the model's normalisation (never fitted on validation or test data).
+
+`DatasetStatistics` is the typed record of them: it travels apart from the hyperparameters (as instadeepai/mlip's
+``DatasetInfo``), is saved beside the model config in every potential artifact, and completes the config when a
+model is built (`qallegro.models.build_model`).
+"""
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+import dataclasses
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 import jraph
 import numpy as np
 
 from qallegro.data.structure import Structure
+
+
+#: The model-config keys that `DatasetStatistics` fills in (the data-derived part of a model config).
+STATISTICS_KEYS = ("num_species", "avg_num_neighbors", "species_scale", "species_shift")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetStatistics:
+    """The data-derived normalisation of a model, fitted on the training structures only.
+
+    Attributes:
+        species: atomic numbers Z in model index order (sorted); node species index k means Z = species[k].
+        species_shift: per-species energy shift mu_Z in eV/atom (same order as `species`).
+        species_scale: per-species energy scale in eV (same order).
+        avg_num_neighbors: mean neighbours per atom within r_max, the normaliser of Allegro's environment sums.
+    """
+
+    species: Tuple[int, ...]
+    species_shift: Tuple[float, ...]
+    species_scale: Tuple[float, ...]
+    avg_num_neighbors: float
+
+    def __post_init__(self):
+        object.__setattr__(self, "species", tuple(int(z) for z in self.species))
+        object.__setattr__(self, "species_shift", tuple(float(x) for x in self.species_shift))
+        object.__setattr__(self, "species_scale", tuple(float(x) for x in self.species_scale))
+        object.__setattr__(self, "avg_num_neighbors", float(self.avg_num_neighbors))
+        n = len(self.species)
+        if len(self.species_shift) != n or len(self.species_scale) != n:
+            raise ValueError(f"DatasetStatistics: {n} species {list(self.species)} but {len(self.species_shift)} "
+                             f"shifts and {len(self.species_scale)} scales")
+
+    def model_fields(self) -> Dict[str, Any]:
+        """The keys of a model config this record fills in (`STATISTICS_KEYS`), as plain lists and floats."""
+        return {"num_species": len(self.species), "avg_num_neighbors": self.avg_num_neighbors,
+                "species_scale": list(self.species_scale), "species_shift": list(self.species_shift)}
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-serialisable form (what the artifact stores)."""
+        return {"species": list(self.species), "species_shift": list(self.species_shift),
+                "species_scale": list(self.species_scale), "avg_num_neighbors": self.avg_num_neighbors}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "DatasetStatistics":
+        """Inverse of `to_dict`.
+
+        Raises:
+            ValueError: a missing or unknown key (named).
+        """
+        fields = [f.name for f in dataclasses.fields(cls)]
+        missing, unknown = sorted(set(fields) - set(d)), sorted(set(d) - set(fields))
+        if missing or unknown:
+            raise ValueError(f"dataset statistics: missing {missing}, unknown {unknown}; expected {fields}")
+        return cls(**{k: d[k] for k in fields})
+
+    def replace(self, **changes) -> "DatasetStatistics":
+        """A copy with some fields changed (e.g. refitted shifts)."""
+        return dataclasses.replace(self, **changes)
+
+
+def split_model_config(config: Mapping[str, Any],
+                       species: Sequence[int]) -> Tuple[Dict[str, Any], DatasetStatistics]:
+    """Split a complete model config (hyperparameters + data-derived fields, as version-1 artifacts and older
+    run directories store it) into (hyperparameters, `DatasetStatistics`).
+
+    Raises:
+        ValueError: a data-derived key is missing.
+    """
+    missing = [k for k in STATISTICS_KEYS[1:] if k not in config]
+    if missing:
+        raise ValueError(f"model config lacks the data-derived field(s) {missing}")
+    hyper = {k: v for k, v in config.items() if k not in STATISTICS_KEYS}
+    return hyper, DatasetStatistics(species=tuple(species), species_shift=config["species_shift"],
+                                    species_scale=config["species_scale"],
+                                    avg_num_neighbors=config["avg_num_neighbors"])
+
+
+def fit_statistics(structures: Sequence[Structure], graphs: Sequence[jraph.GraphsTuple],
+                   species: Sequence[int]) -> DatasetStatistics:
+    """`DatasetStatistics` of the training `structures` and their `graphs` (built with the model's r_max).
+
+    Raises:
+        ValueError: no structure has an energy (see `fit_scale_shift`).
+    """
+    stats = fit_scale_shift(structures, species)
+    return DatasetStatistics(species=tuple(species), species_shift=stats["shift"], species_scale=stats["scale"],
+                             avg_num_neighbors=avg_num_neighbors(graphs))
 
 
 def species_of(structures: Sequence[Structure]) -> List[int]:

@@ -9,6 +9,7 @@ and the budget counts completed trials only, so none is counted twice.
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from typing import Any, Callable, Dict, Optional, Sequence
@@ -50,7 +51,13 @@ def _user_attr(study: optuna.Study, number: int, key: str) -> Any:
     return study.get_trials(deepcopy=False)[number].user_attrs.get(key)
 
 
-def make_storage(url: str, heartbeat_interval: int = 60, grace_period: Optional[int] = None) -> optuna.storages.RDBStorage:
+def storage_url(value: str) -> str:
+    """A storage URL as given, or ``sqlite:///ABSOLUTE_PATH`` for a plain file path (e.g. ``study.db``)."""
+    return value if "://" in value else f"sqlite:///{os.path.abspath(value)}"
+
+
+def make_storage(url: str, heartbeat_interval: int = 60,
+                 grace_period: Optional[int] = None) -> optuna.storages.RDBStorage:
     """An Optuna RDB storage (sqlite:///file.db, postgresql://user@host/db, ...) with heartbeats, and stale
     trials retried with their parameters.
 
@@ -201,3 +208,43 @@ def set_by_path(cfg: Dict[str, Any], params: Dict[str, Any]) -> Dict[str, Any]:
             raise ValueError(f"{section}.{key}_width and {section}.{key}_depth must be searched together")
         out[section][key] = [int(wd["width"])] * int(wd["depth"])
     return out
+
+
+def enqueue_transfer(study: optuna.Study, source_url: str, source_name: Optional[str],
+                     space: Dict[str, BaseDistribution]) -> int:
+    """Enqueue the Pareto-optimal configurations of a finished study (once) into `study`: the seed paper's
+    transfer of Cu–Li hyperparameters to the other data sets.
+
+    Args:
+        study: the study on the new data set.
+        source_url: Optuna storage URL of the finished study.
+        source_name: its study name (None: the storage's only study).
+        space: this study's search space; the source must have a value for each of its parameters.
+
+    Returns:
+        The number of trials to complete (one per transferred configuration).
+
+    Raises:
+        ValueError: several studies in the storage and no name, no completed source trial, or parameters of
+            `space` that the source lacks (named).
+    """
+    source_url = storage_url(source_url)
+    names = optuna.get_all_study_names(storage=source_url)
+    if source_name is None:
+        if len(names) != 1:
+            raise ValueError(f"{source_url} holds studies {names}: choose one with --transfer-study")
+        source_name = names[0]
+    source = optuna.load_study(study_name=source_name, storage=source_url)
+    best = source.best_trials
+    if not best:
+        raise ValueError(f"study {source_name!r} in {source_url} has no completed trial to transfer")
+    missing = sorted(set(space) - set(best[0].params))
+    if missing:
+        raise ValueError(f"study {source_name!r} has no values for {missing} of this search space")
+    if not study.user_attrs.get("transfer_source"):
+        for t in best:
+            study.enqueue_trial({k: t.params[k] for k in space}, user_attrs={
+                "source_trial": t.number, "source_values": list(t.values)})
+        study.set_user_attr("transfer_source", {"storage": source_url, "study": source_name,
+                                                "dataset": source.user_attrs.get("dataset")})
+    return len(best)

@@ -1,14 +1,17 @@
 """A trained potential as one deployable file, and the `Potential` object that `load` returns.
 
-File format (version 1), one msgpack document (flax.serialization):
+File format (version 2), one msgpack document (flax.serialization):
 
-    {"format": "qallegro-potential", "version": 1, "sha256": HEX, "payload": BYTES}
+    {"format": "qallegro-potential", "version": 2, "sha256": HEX, "payload": BYTES}
 
 `payload` is itself msgpack: {"header": JSON text, "params": the flax variables as nested dicts of numpy
 arrays}. The header holds everything needed to rebuild the model without the training code:
-`model_config` (for `qallegro.models.build_model`, data-derived fields included), `species` (atomic numbers,
-sorted; node species index k means Z = species[k]), `dtype`, `units` and free-form training `metadata`.
-`sha256` is the SHA-256 of the payload bytes; `load` refuses a file whose checksum or version does not match.
+`model_config` (the family and its hyperparameters, for `qallegro.models.build_model`), `statistics` (the
+training set's `qallegro.data.statistics.DatasetStatistics`: species, per-species shift and scale,
+avg_num_neighbors; node species index k means Z = statistics.species[k]), `dtype`, `units` and free-form
+training `metadata`. `sha256` is the SHA-256 of the payload bytes; `load` refuses a file whose checksum or
+version does not match. Version 1 kept the statistics inside `model_config` and the atomic numbers as
+`species`; it still loads.
 
 Units: positions and cell in Å, energy eV, forces eV/Å, stress eV/Å^3 with ASE's sign
 (sigma = (1/V) dE/d(strain); pressure = -trace(sigma)/3).
@@ -21,18 +24,19 @@ import hashlib
 import json
 import os
 import warnings
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
+from qallegro.data.statistics import DatasetStatistics, split_model_config
 from qallegro.potential.graph import jit_energy_forces_stress, jit_graph_energies
 
 ARTIFACT_FORMAT = "qallegro-potential"
-ARTIFACT_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+ARTIFACT_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
 UNITS = {"length": "Å", "energy": "eV", "forces": "eV/Å", "stress": "eV/Å^3 (ASE sign)", "mass": "amu"}
 
 
@@ -45,32 +49,50 @@ def _to_numpy_tree(tree: Any) -> Any:
     return jax.tree.map(lambda x: np.asarray(x), serialization.to_state_dict(tree))
 
 
-def save(path: str, model_config: Dict[str, Any], params: Any, species: Sequence[int], dtype: str = "float32",
+def _hyperparameters_and_statistics(model_config: Dict[str, Any],
+                                    statistics: Union[DatasetStatistics, Sequence[int]]):
+    """(hyperparameters, DatasetStatistics) from a config and either the statistics or the atomic numbers (then
+    the config holds the data-derived fields, as version-1 artifacts did)."""
+    if isinstance(statistics, DatasetStatistics):
+        if "num_species" in model_config and int(model_config["num_species"]) != len(statistics.species):
+            raise ValueError(f"model_config has num_species={model_config['num_species']} but the statistics "
+                             f"have {len(statistics.species)} species {list(statistics.species)}")
+        return split_model_config(dict(model_config, **statistics.model_fields()), statistics.species)
+    species = [int(z) for z in statistics]
+    if "num_species" in model_config and int(model_config["num_species"]) != len(species):
+        raise ValueError(f"model_config has num_species={model_config['num_species']} but {len(species)} species "
+                         f"{species} were given")
+    return split_model_config(model_config, species)
+
+
+def save(path: str, model_config: Dict[str, Any], params: Any,
+         statistics: Union[DatasetStatistics, Sequence[int]], dtype: str = "float32",
          metadata: Optional[Dict[str, Any]] = None) -> str:
     """Write a trained model as one versioned artifact.
 
     Args:
         path: output file (conventionally `*.qallegro`); parent directories are created; written atomically
             (temporary file + rename).
-        model_config: complete config for `qallegro.models.build_model` (family, hyperparameters and the
-            data-derived num_species, avg_num_neighbors, species_scale, species_shift). JSON-serialisable.
+        model_config: the family and hyperparameters for `qallegro.models.build_model` (JSON-serialisable).
         params: the flax variables ({"params": ...}), any array type.
-        species: the model's atomic numbers in index order (length num_species).
+        statistics: the training set's `DatasetStatistics`; or the model's atomic numbers in index order, when
+            `model_config` already holds the data-derived fields (num_species, avg_num_neighbors, species_scale,
+            species_shift).
         dtype: "float32" or "float64": the dtype the model was trained in and is evaluated in.
         metadata: JSON-serialisable training metadata (dataset, metrics, epochs, ...).
+
     Returns:
         The SHA-256 hex digest stored in the file.
+
     Raises:
-        ValueError: species count does not match model_config["num_species"], unknown dtype.
+        ValueError: species count does not match model_config["num_species"], missing data-derived fields,
+            unknown dtype.
     """
     if dtype not in ("float32", "float64"):
         raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
-    species = [int(z) for z in species]
-    if "num_species" in model_config and int(model_config["num_species"]) != len(species):
-        raise ValueError(f"model_config has num_species={model_config['num_species']} but {len(species)} species "
-                         f"{species} were given")
+    hyperparameters, stats = _hyperparameters_and_statistics(model_config, statistics)
     header = {
-        "model_config": model_config, "species": species, "dtype": dtype, "units": UNITS,
+        "model_config": hyperparameters, "statistics": stats.to_dict(), "dtype": dtype, "units": UNITS,
         "metadata": dict(metadata or {}),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "versions": {"jax": jax.__version__},
@@ -93,8 +115,10 @@ def read_artifact(path: str) -> Dict[str, Any]:
     """Read and verify an artifact without building the model.
 
     Returns:
-        {"model_config", "species", "dtype", "units", "metadata", "created", "versions", "params", "version",
-         "sha256", "path"}.
+        {"model_config" (hyperparameters), "statistics" (`DatasetStatistics`), "species" (its atomic numbers),
+        "dtype", "units", "metadata", "created", "versions", "params", "version", "sha256", "path"}; a version-1
+        file is returned in the same form.
+
     Raises:
         FileNotFoundError: no file at `path`.
         ArtifactError: not a qallegro potential, an unknown format version, a checksum mismatch (a corrupted or
@@ -126,10 +150,15 @@ def read_artifact(path: str) -> Dict[str, Any]:
         inner = serialization.msgpack_restore(payload)
         header = json.loads(inner["header"])
         params = inner["params"]
-        header["model_config"], header["species"], header["dtype"]
+        if version == 1:  # statistics inside model_config, atomic numbers beside it
+            header["model_config"], statistics = split_model_config(header["model_config"], header.pop("species"))
+        else:
+            statistics = DatasetStatistics.from_dict(header["statistics"])
+        header["dtype"]
     except Exception as err:
         raise ArtifactError(f"{path}: malformed payload ({err})") from None
-    return dict(header, params=params, version=version, sha256=digest, path=path)
+    return dict(header, statistics=statistics, species=list(statistics.species), params=params, version=version,
+                sha256=digest, path=path)
 
 
 def load(path: str, dtype: Optional[str] = None) -> "Potential":
@@ -143,7 +172,7 @@ def load(path: str, dtype: Optional[str] = None) -> "Potential":
         FileNotFoundError, ArtifactError: see `read_artifact`.
     """
     art = read_artifact(path)
-    return Potential(art["model_config"], art["params"], art["species"], dtype=dtype or art["dtype"],
+    return Potential(art["model_config"], art["params"], art["statistics"], dtype=dtype or art["dtype"],
                      metadata=art["metadata"], path=art["path"], sha256=art["sha256"])
 
 
@@ -165,7 +194,8 @@ class Potential:
     Attributes:
         model: the flax module.
         params: its variables.
-        model_config: the config that `qallegro.models.build_model` built the module from.
+        model_config: the family and hyperparameters that `qallegro.models.build_model` built the module from.
+        statistics: the training set's `qallegro.data.statistics.DatasetStatistics` (normalisation).
         species: tuple of atomic numbers, in the model's species-index order.
         r_max: cutoff (Å).
         dtype: "float32" or "float64".
@@ -174,7 +204,8 @@ class Potential:
         sha256: the payload checksum stored in the file (None when built in memory).
     """
 
-    def __init__(self, model_config: Dict[str, Any], params: Any, species: Sequence[int], dtype: str = "float32",
+    def __init__(self, model_config: Dict[str, Any], params: Any,
+                 statistics: Union[DatasetStatistics, Sequence[int]], dtype: str = "float32",
                  metadata: Optional[Dict[str, Any]] = None, path: Optional[str] = None,
                  sha256: Optional[str] = None):
         from qallegro.models import build_model
@@ -182,12 +213,13 @@ class Potential:
         if dtype == "float64" and not jax.config.jax_enable_x64:
             warnings.warn("float64 potential loaded without jax_enable_x64: running in float32", stacklevel=2)
             dtype = "float32"
-        self.model_config = dict(model_config)
-        self.model = build_model(self.model_config)
+        # statistics: a DatasetStatistics, or the atomic numbers with the data-derived fields inside model_config
+        self.model_config, self.statistics = _hyperparameters_and_statistics(dict(model_config), statistics)
+        self.model = build_model(self.model_config, self.statistics)
         self.dtype = dtype
         self._jdtype = jnp.float64 if dtype == "float64" else jnp.float32
         self.params = jax.tree.map(lambda p: jnp.asarray(p, self._jdtype), params)
-        self.species = tuple(int(z) for z in species)
+        self.species = self.statistics.species
         self.r_max = float(self.model_config["r_max"])
         self.metadata = dict(metadata or {})
         self.path = path

@@ -9,7 +9,7 @@ device evaluates energies/forces of its group and the gradient of its share of t
 
 is exactly the single-device loss of the whole batch, and the gradients are summed with `psum` (an all-reduce).
 Parameters, optimiser state and EMA are replicated; the optimiser update is the same as in
-`qallegro.train.loop.make_steps`, so D devices give the single-device parameters up to float summation order.
+`qallegro.train.step.make_steps`, so D devices give the single-device parameters up to float summation order.
 
 Multi-host: call `initialize_distributed()` (jax.distributed.initialize) at start-up in every process; the mesh
 then spans `jax.devices()` of all hosts. Every process builds the same global batch (same data, same seed) and
@@ -24,10 +24,13 @@ from typing import Iterator, Optional, Sequence
 import jax
 import jraph
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from qallegro.data.graphs import GraphLoader, graph_shape, padding_budget
+from qallegro.data.graphs import graph_shape, padding_budget
+from qallegro.data.loader import GraphLoader
 from qallegro.train.loss import error_sums, loss_predictions, weighted_loss
+from qallegro.train.step import apply_gradients
 
 AXIS = "data"
 COUNT_KEYS = ("n_energy", "n_forces", "n_stress")
@@ -114,11 +117,9 @@ def sharded_batches(loader: GraphLoader, mesh: Mesh, epoch: int = 0, start: int 
 def make_parallel_train_step(model, cfg, compute_stress: bool, mesh: Mesh, optimizer):
     """jit-compiled train_step(state, stacked_graph) -> (state, loss) with the batch sharded over `mesh`.
 
-    Same update as `qallegro.train.loop.make_steps`' train_step (Adam with clipping, EMA); `state` is
+    Same update as `qallegro.train.step.make_steps`' train_step (Adam with clipping, EMA); `state` is
     replicated. For finite-shot QDI the shot noise key is folded with the device index.
     """
-    from qallegro.train.loop import apply_gradients
-
     stochastic = getattr(model, "shots", None) is not None
     base_key = jax.random.PRNGKey(cfg.seed)
 
@@ -145,7 +146,7 @@ def make_parallel_train_step(model, cfg, compute_stress: bool, mesh: Mesh, optim
     replicated = NamedSharding(mesh, P())
 
     def train_step(state, graph):
-        loss, grads = sharded_grad(state["params"], graph, state["step"])
+        loss, grads = sharded_grad(state.params, graph, state.step)
         return apply_gradients(state, grads, optimizer, cfg), loss
 
     return jax.jit(train_step, out_shardings=(replicated, replicated))

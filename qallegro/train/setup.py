@@ -15,7 +15,7 @@ import jraph
 import numpy as np
 
 from qallegro.data.graphs import batch_and_pad, structure_to_graph
-from qallegro.data.statistics import avg_num_neighbors, fit_scale_shift, species_of
+from qallegro.data.statistics import DatasetStatistics, fit_statistics, species_of
 from qallegro.data.structure import Structure
 from qallegro.models import build_model
 from qallegro.potential import edge_vectors
@@ -27,17 +27,14 @@ class Prepared:
 
     model: nn.Module
     params: Any
-    model_config: Dict[str, Any]  # complete, including the data-derived fields; enough to rebuild the model
-    species: List[int]
+    model_config: Dict[str, Any]  # the family and hyperparameters (build_model(model_config, statistics))
+    statistics: DatasetStatistics  # fitted on the training structures; the model's species are its species
     train_graphs: List[jraph.GraphsTuple]
 
-
-def complete_model_config(model_config: Dict[str, Any], train: Sequence[Structure],
-                          train_graphs: Sequence[jraph.GraphsTuple], species: Sequence[int]) -> Dict[str, Any]:
-    """Add the data-derived fields (species list, num_species, avg_num_neighbors, per-species scale/shift)."""
-    stats = fit_scale_shift(train, species)
-    return dict(model_config, num_species=len(species), avg_num_neighbors=avg_num_neighbors(train_graphs),
-                species_scale=stats["scale"], species_shift=stats["shift"])
+    @property
+    def species(self) -> List[int]:
+        """The model's atomic numbers in index order."""
+        return list(self.statistics.species)
 
 
 def init_params(model: nn.Module, graph: jraph.GraphsTuple, seed: int, dtype=jnp.float32) -> Any:
@@ -45,8 +42,8 @@ def init_params(model: nn.Module, graph: jraph.GraphsTuple, seed: int, dtype=jnp
     graph = batch_and_pad([graph]) if len(graph.n_node) == 1 else graph
     vectors = edge_vectors(jnp.asarray(graph.nodes["positions"], dtype), graph)
     params_key, shots_key = jax.random.split(jax.random.PRNGKey(seed))
-    params = model.init({"params": params_key, "shots": shots_key}, vectors, graph.nodes["species"], graph.senders, graph.receivers,
-                        jraph.get_edge_padding_mask(graph))
+    params = model.init({"params": params_key, "shots": shots_key}, vectors, graph.nodes["species"], graph.senders,
+                        graph.receivers, jraph.get_edge_padding_mask(graph))
     return jax.tree.map(lambda p: p.astype(dtype), params)
 
 
@@ -64,10 +61,11 @@ def prepare(train: Sequence[Structure], model_config: Dict[str, Any], seed: int,
         raise ValueError("model_config needs r_max (Å)")
     species = sorted(species) if species is not None else species_of(train)
     graphs = [structure_to_graph(s, model_config["r_max"], species) for s in train]
-    config = complete_model_config(model_config, train, graphs, species)
-    model = build_model(config)
+    statistics = fit_statistics(train, graphs, species)
+    model = build_model(model_config, statistics)
     params = init_params(model, graphs[0], seed, dtype)
-    return Prepared(model=model, params=params, model_config=config, species=list(species), train_graphs=graphs)
+    return Prepared(model=model, params=params, model_config=dict(model_config), statistics=statistics,
+                    train_graphs=graphs)
 
 
 def count_parameters(params: Any) -> int:

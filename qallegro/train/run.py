@@ -1,0 +1,177 @@
+"""One training run from a config dict: read and split the data, fit the statistics, train, refit the energy
+shifts, evaluate (validation, test, external sets), and write the run directory.
+
+    from qallegro.train.run import run_training
+    results = run_training({"dataset": {...}, "model": {...}, "training": {...}, "dtype": "float32"}, "runs/x")
+
+The run directory holds results.json, metrics.csv, parity.png, learning_curve.png, config.json, orbax
+checkpoints (checkpoints/last, checkpoints/best) and the deployable potential.qallegro
+(`qallegro.potential.load`). This is the workflow behind ``python -m experiments.run train``, compare and hpo.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from typing import Any, Callable, Dict, List, Mapping, Tuple
+
+import jax
+import jax.numpy as jnp
+
+from qallegro import plots
+from qallegro.data.loader import GraphLoader, make_loader
+from qallegro.data.readers import read_structures
+from qallegro.data.splits import resolve_split_sizes, train_val_test_split
+from qallegro.data.statistics import refit_shift
+from qallegro.data.structure import Structure
+from qallegro.models import build_model
+from qallegro.potential import save as save_potential
+from qallegro.train.config import DatasetConfig, TrainConfig
+from qallegro.train.evaluation import evaluate, evaluate_external
+from qallegro.train.loop import fit
+from qallegro.train.setup import count_parameters, prepare
+from qallegro.train.step import make_steps
+
+DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
+UNITS = {"energy_mae": "meV", "forces_mae": "meV/Å", "forces_rmse": "meV/Å", "stress_mae": "meV/Å^3"}
+#: the results.json keys that the potential artifact keeps as its training metadata
+ARTIFACT_METADATA_KEYS = ("dataset", "training", "seed", "n_parameters", "n_train", "n_val", "n_test", "epochs",
+                          "best_epoch", "train_minutes", "validation", "test", "units", "machine")
+
+
+def load_splits(data: DatasetConfig, seed: int) -> Tuple[List[Structure], List[Structure], List[Structure]]:
+    """The (train, validation, test) structures of a dataset config.
+
+    With a separate test file, the train file is split into train + validation (seeded) and the test file is
+    read whole; otherwise all three come from the one file (QM9, Cu–Li, extxyz:PATH; n_test 0: no test set).
+
+    Raises:
+        FileNotFoundError, qallegro.data.structure.DataError: unreadable or malformed data (names file, frame).
+        ValueError: split sizes that do not fit the data.
+    """
+    structures = read_structures(data.train, **data.read)
+    if data.test:
+        n_train, n_val, _ = resolve_split_sizes(len(structures), data.n_train, data.n_val, 0)
+        train, val, _ = train_val_test_split(structures, n_train, n_val, 0, seed)
+        return train, val, read_structures(data.test, **data.read)
+    sizes = resolve_split_sizes(len(structures), data.n_train, data.n_val, data.n_test)
+    return train_val_test_split(structures, *sizes, seed)
+
+
+def _check_dtype(dtype: str) -> Any:
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    if dtype == "float64" and not jax.config.jax_enable_x64:
+        raise ValueError("dtype float64 needs JAX's 64-bit mode: call jax.config.update('jax_enable_x64', True) at "
+                         "the start of the program (the command line does this for float64 configs)")
+    return DTYPES[dtype]
+
+
+def run_training(cfg: Mapping[str, Any], out: str, seed: int = 0, resume: bool = False, title: str = "",
+                 log: Callable[[str], None] = print) -> Dict[str, Any]:
+    """Train and test one model from a resolved config.
+
+    Args:
+        cfg: {"dataset": `DatasetConfig` fields, "model": hyperparameters for `qallegro.models.build_model`
+            (with "family"), "training": `TrainConfig` fields, "dtype": "float32" | "float64"}.
+        out: the run directory (created).
+        seed: seed of the split, the initialisation and the shuffling.
+        resume: continue the run in `out` from its last checkpoint (exactly, see `qallegro.train.loop.fit`).
+        title: shown on the plots.
+        log: where progress lines go.
+
+    Returns:
+        The results dict written to OUT/results.json: validation and test metrics (meV units), split sizes,
+        model_config and statistics, epochs, best_epoch, train_minutes, compiled_shapes, machine, external.
+
+    Raises:
+        ValueError: unknown keys in the dataset or training sections (named), a bad dtype, or float64 without
+            JAX's 64-bit mode (enable it at program start; this function never flips the process-wide switch).
+        FileNotFoundError: missing data, or `resume` without a checkpoint.
+        FloatingPointError: the training loss became NaN or inf.
+    """
+    data = DatasetConfig.from_dict(cfg["dataset"])
+    tcfg = TrainConfig.from_dict({**cfg.get("training", {}), "seed": seed})
+    dtype_name = cfg.get("dtype", "float32")
+    dtype = _check_dtype(dtype_name)
+    t0 = time.perf_counter()
+    if not resume and os.path.exists(os.path.join(out, "checkpoints", "last")):
+        log(f"note: {out} holds an earlier run; this new run replaces its checkpoints and results "
+            f"(--resume continues it instead, --out DIR keeps both)")
+    train, val, test = load_splits(data, seed)
+    prepared = prepare(train, cfg["model"], seed=seed, dtype=dtype)
+    r_max, species = prepared.model_config["r_max"], prepared.species
+    pad = tcfg.pad_sizes_per_doubling
+    train_loader = GraphLoader(prepared.train_graphs, tcfg.batch_size, shuffle=True, seed=seed,
+                               sizes_per_doubling=pad)
+    val_loader = make_loader(val, r_max, species, tcfg.eval_batch_size, sizes_per_doubling=pad)
+    compute_stress = any(s.stress is not None for s in train)
+    n_params = count_parameters(prepared.params)
+    log(f"{len(train)} train / {len(val)} validation / {len(test)} test structures; species {species}; "
+        f"avg_num_neighbors {prepared.statistics.avg_num_neighbors:.2f}; {n_params} parameters; "
+        f"devices {jax.devices()}; data prepared in {time.perf_counter() - t0:.1f} s")
+    os.makedirs(out, exist_ok=True)
+    statistics = prepared.statistics
+
+    def save_config():  # the resolved config of the run, for the record (the model itself is potential.qallegro)
+        write_json(os.path.join(out, "config.json"),
+                   {"config": cfg, "model_config": prepared.model_config, "statistics": statistics.to_dict(),
+                    "seed": seed})
+
+    save_config()
+    result = fit(prepared.model, prepared.params, train_loader, val_loader, tcfg, out, resume=resume,
+                 compute_stress=compute_stress, log=log)
+    params, eval_step = result.best_params, result.eval_step
+    if tcfg.refit_shift:
+        # Closed-form refit of the per-species energy shifts on the training residuals (see refit_shift).
+        train_eval = GraphLoader(prepared.train_graphs, tcfg.eval_batch_size, shuffle=False, sizes_per_doubling=pad)
+        _, train_pred = evaluate(eval_step, params, train_eval, tcfg, return_predictions=True)
+        statistics = statistics.replace(species_shift=refit_shift(train, species, train_pred["energy_pred"],
+                                                                  statistics.species_shift))
+        eval_step = make_steps(build_model(prepared.model_config, statistics), tcfg, compute_stress).eval_step
+        log(f"per-species energy shifts refitted on the training residuals: "
+            f"{[round(x, 4) for x in statistics.species_shift]} eV")
+        save_config()
+    val_metrics = evaluate(eval_step, params, val_loader, tcfg)
+    test_metrics = {}
+    if test:
+        test_loader = make_loader(test, r_max, species, tcfg.eval_batch_size, sizes_per_doubling=pad)
+        test_metrics, predictions = evaluate(eval_step, params, test_loader, tcfg, return_predictions=True)
+    else:
+        val_metrics, predictions = evaluate(eval_step, params, val_loader, tcfg, return_predictions=True)
+
+    from ase.data import chemical_symbols
+
+    plots.parity_plot(predictions, os.path.join(out, "parity.png"),
+                      title=f"{title} ({'test' if test else 'validation'})",
+                      species_names=[chemical_symbols[z] for z in species])
+    if result.history:
+        plots.learning_curve(result.history, os.path.join(out, "learning_curve.png"), title=title)
+    results = {
+        "dataset": cfg["dataset"], "model_config": dict(prepared.model_config, **statistics.model_fields()),
+        "statistics": statistics.to_dict(), "training": cfg.get("training", {}), "seed": seed,
+        "n_parameters": n_params, "n_train": len(train), "n_val": len(val), "n_test": len(test),
+        "epochs": len(result.history), "best_epoch": result.best_epoch,
+        "train_minutes": result.elapsed_minutes, "compiled_shapes": result.compiled_shapes,
+        "validation": val_metrics, "test": test_metrics or val_metrics, "units": UNITS,
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
+                    "jax_backend": jax.default_backend(), "jax": jax.__version__},
+    }
+    if data.external:  # e.g. real DFT frames for the generated Cu–Li set
+        results["external"] = evaluate_external(data.external, eval_step, params, r_max, species, tcfg, log=log)
+    write_json(os.path.join(out, "results.json"), results)
+    # The deployable artifact (qallegro.potential.load): best EMA weights with the refitted shifts.
+    save_potential(os.path.join(out, "potential.qallegro"), prepared.model_config, params, statistics,
+                   dtype=dtype_name, metadata={k: results[k] for k in ARTIFACT_METADATA_KEYS if k in results})
+    log(f"potential: {os.path.join(out, 'potential.qallegro')}")
+    return results
+
+
+def write_json(path: str, payload: Mapping[str, Any]) -> None:
+    """Write `payload` as indented JSON (numpy scalars as floats), atomically (temporary file + rename)."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=2, default=float)
+    os.replace(tmp, path)

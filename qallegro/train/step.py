@@ -1,0 +1,96 @@
+"""The training state and the jit-compiled steps, shared by the single-device loop and the data-parallel path.
+
+`TrainState` holds everything a step changes (parameters, their EMA, the optimiser state, the step count);
+`apply_gradients` is the one optimiser + EMA update both paths use, so they give the same parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from qallegro.potential import energy_forces_stress
+from qallegro.train.config import TrainConfig
+from qallegro.train.loss import error_sums, loss_predictions, weighted_loss
+from qallegro.train.optimizer import ema_update, make_optimizer
+
+
+@flax.struct.dataclass
+class TrainState:
+    """What one training step updates (a pytree; checkpointed as is).
+
+    Attributes:
+        params: the flax variables being trained.
+        ema_params: their exponential moving average (the weights that are validated and saved).
+        opt_state: the optax state (Adam moments, the injected learning rate).
+        step: () int32, optimiser steps taken.
+    """
+
+    params: Any
+    ema_params: Any
+    opt_state: Any
+    step: jax.Array
+
+
+def init_train_state(params: Any, optimizer: optax.GradientTransformation) -> TrainState:
+    """The state before the first step: EMA equal to the parameters, a fresh optimiser state, step 0."""
+    return TrainState(params=params, ema_params=params, opt_state=optimizer.init(params),
+                      step=jnp.zeros((), jnp.int32))
+
+
+def apply_gradients(state: TrainState, grads: Any, optimizer: optax.GradientTransformation,
+                    cfg: TrainConfig) -> TrainState:
+    """One optimiser step and the EMA update (shared by the single-device and data-parallel steps)."""
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = jax.tree.map(lambda p, u: p + u, state.params, updates)
+    ema = ema_update(state.ema_params, params, cfg.ema_decay, state.step.astype(jnp.float32))
+    return TrainState(params=params, ema_params=ema, opt_state=opt_state, step=state.step + 1)
+
+
+class Steps(NamedTuple):
+    """The optimiser and the jit-compiled step functions of one model and training config.
+
+    Attributes:
+        optimizer: the optax transformation (Adam with clipping and an injectable learning rate).
+        train_step: (TrainState, padded graph) -> (TrainState, loss): one step plus the EMA update.
+        eval_step: (params, padded graph) -> (error sums, predictions), see `qallegro.train.loss.error_sums`.
+    """
+
+    optimizer: optax.GradientTransformation
+    train_step: Callable
+    eval_step: Callable
+
+
+def make_steps(model: nn.Module, cfg: TrainConfig, compute_stress: bool) -> Steps:
+    """jit-compiled training and evaluation steps of `model` under the loss weights of `cfg`.
+
+    A finite-shot QDI model (``model.shots`` set) draws a fresh shot-noise key per step from (cfg.seed, step);
+    evaluation uses one fixed key.
+    """
+    optimizer = make_optimizer(cfg.learning_rate, cfg.clip_norm)
+    stochastic = getattr(model, "shots", None) is not None
+    base_key = jax.random.PRNGKey(cfg.seed)
+
+    def loss_fn(params, graph, rng):
+        pred = loss_predictions(model, params, graph, cfg.forces_weight, cfg.stress_weight, compute_stress, rng)
+        sums = error_sums(pred, graph)
+        return weighted_loss(sums, cfg.energy_weight, cfg.forces_weight, cfg.stress_weight), sums
+
+    @jax.jit
+    def train_step(state: TrainState, graph):
+        rng = jax.random.fold_in(base_key, state.step) if stochastic else None
+        (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, graph, rng)
+        return apply_gradients(state, grads, optimizer, cfg), loss
+
+    @jax.jit
+    def eval_step(params, graph):
+        rng = jax.random.fold_in(base_key, 2**31 - 1) if stochastic else None
+        pred = energy_forces_stress(model, params, graph, compute_stress=compute_stress, rng=rng)
+        return error_sums(pred, graph), pred
+
+    return Steps(optimizer, train_step, eval_step)
