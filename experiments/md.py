@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="temperature in kelvin of the initial Maxwell-Boltzmann velocities and of the thermostat")
     parser.add_argument("--friction", type=float, default=0.01, help="Langevin friction in 1/fs")
     parser.add_argument("--tau", type=float, default=None, help="Nose-Hoover time constant in fs (default 100 dt)")
-    parser.add_argument("--log-every", type=int, default=100, help="write thermo and a trajectory frame every this many steps")
+    parser.add_argument("--log-every", type=int, default=100,
+                        help="write thermo and a trajectory frame every this many steps")
     parser.add_argument("--skin", type=float, default=0.5, help="neighbour-list skin in Å")
     parser.add_argument("--seed", type=int, default=0, help="seed of velocities and Langevin noise")
     parser.add_argument("--float64", action="store_true", help="run in float64 (enables jax x64)")

@@ -10,7 +10,8 @@ from experiments.config import available_datasets, dataset_label, enable_x64_if_
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default="rmd17-aspirin", metavar="{" + ",".join(available_datasets()) + "} | extxyz:PATH",
+    parser.add_argument("--dataset", default="rmd17-aspirin",
+                        metavar="{" + ",".join(available_datasets()) + "} | extxyz:PATH",
                         help="dataset config under experiments/configs (default: rmd17-aspirin, embedded), or "
                              "extxyz:PATH for any extxyz file (split 80/10/10 by the seed)")
     parser.add_argument("--energy-key", default=None,

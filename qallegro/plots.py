@@ -102,9 +102,9 @@ def learning_curve(history: List[Dict], path: str, title: str = "", smoothing: f
     fig.savefig(path, dpi=120)
 
 
-def pareto_plot(values: np.ndarray, front: np.ndarray, path: str, labels: Sequence[str] = ("objective 1", "objective 2"),
-                title: str = "", numbers: Optional[Sequence[int]] = None, failed: int = 0,
-                log_axes: bool = True):
+def pareto_plot(values: np.ndarray, front: np.ndarray, path: str,
+                labels: Sequence[str] = ("objective 1", "objective 2"), title: str = "",
+                numbers: Optional[Sequence[int]] = None, failed: int = 0, log_axes: bool = True):
     """Two minimised objectives of every completed trial, the Pareto front highlighted and joined by its
     attainment staircase; saved to `path` and returned (matplotlib Figure).
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import jraph
 import numpy as np
 
 from qallegro.data.graphs import batch_and_pad, structure_to_graph

@@ -9,7 +9,6 @@ import pytest
 from experiments.run import build_parser, main
 
 
-
 def test_train_command_writes_results(tmp_path, tiny_config, capsys):
     out = str(tmp_path / "run")
     assert main(["--dataset", "rmd17-aspirin", "--config", tiny_config, "--max-epochs", "1", "--out", out]) == 0

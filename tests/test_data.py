@@ -9,7 +9,7 @@ import pytest
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.neighborlist import neighbor_list as ase_neighbor_list
 
-from qallegro.data.graphs import batch_and_pad, padding_budget, structure_to_graph
+from qallegro.data.graphs import padding_budget, structure_to_graph
 from qallegro.data.loader import GraphLoader
 from qallegro.data.neighbors import neighbor_list
 from qallegro.data.readers import read_extxyz, read_rmd17_npz, read_structures

@@ -12,14 +12,13 @@ import ase.io
 import numpy as np
 import pytest
 from ase.calculators.lj import LennardJones
-from ase.calculators.singlepoint import SinglePointCalculator
 
 from experiments.config import available_datasets, dataset_label, load_config
 from qallegro.data.culi import KINDS, LI, MIN_DISTANCE, generate_structure, generate_structures, min_distance
 from qallegro.data.qm9 import read_qm9
 from qallegro.data.readers import read_extxyz, read_structures
 from qallegro.data.splits import resolve_split_sizes, train_val_split, train_val_test_split
-from qallegro.data.structure import DataError, make_structure
+from qallegro.data.structure import DataError
 from qallegro.data.units import HARTREE_TO_EV
 
 HERE = os.path.dirname(__file__)
@@ -72,8 +71,8 @@ def test_qm9_cpu_profile_learns_beyond_the_composition_baseline():
     from qallegro.data.loader import GraphLoader
     from qallegro.train.config import TrainConfig
     from qallegro.train.evaluation import evaluate
-    from qallegro.train.step import init_train_state, make_steps
     from qallegro.train.setup import prepare
+    from qallegro.train.step import init_train_state, make_steps
 
     cfg = load_config("qm9", "cpu")
     molecules = read_qm9(cfg["dataset"]["train"], max_molecules=100)

@@ -6,11 +6,10 @@ a float32 check with 1e-4 relative shows the default precision is also sound.
 
 import numpy as np
 import pytest
+from allegro_helpers import predict, random_crystal, random_molecule, small_model
 from scipy.spatial.transform import Rotation
 
 from qallegro.data.structure import make_structure
-
-from allegro_helpers import predict, random_crystal, random_molecule, small_model
 
 SPECIES = [1, 6, 8]
 

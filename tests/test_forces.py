@@ -1,14 +1,10 @@
 """Forces are -dE/dr and stress is the strain derivative (finite differences); padding and batch composition do
 not change results; a periodic cell equals its supercell per atom; isolated atoms are allowed."""
 
-import jax.numpy as jnp
 import numpy as np
-import pytest
-
-from qallegro.data.graphs import structure_to_graph
-from qallegro.data.structure import make_structure
-
 from allegro_helpers import predict, random_crystal, random_molecule, small_model
+
+from qallegro.data.structure import make_structure
 
 SPECIES = [1, 6, 8]
 

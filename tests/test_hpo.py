@@ -71,7 +71,8 @@ def test_honours_int_categorical_log_and_step():
 
     def objective(trial):
         p = {"lr": trial.suggest_float("lr", 1e-5, 1e-1, log=True), "layers": trial.suggest_int("layers", 1, 4),
-             "width": trial.suggest_int("width", 16, 128, step=16), "batch": trial.suggest_int("batch", 1, 64, log=True),
+             "width": trial.suggest_int("width", 16, 128, step=16),
+             "batch": trial.suggest_int("batch", 1, 64, log=True),
              "act": trial.suggest_categorical("act", ["silu", "tanh", "relu"]),
              "r": trial.suggest_float("r", 3.0, 6.0, step=0.5)}
         return (np.log10(p["lr"]) + 3) ** 2 + p["layers"] + (p["act"] != "tanh"), p["width"] / 128 + p["r"] / p["batch"]

@@ -2,7 +2,6 @@
 re-running resumes without new trials, and a study's front transfers to another run."""
 
 import json
-import os
 
 import jax
 import numpy as np

@@ -9,7 +9,6 @@ registered `python3` kernel nor the user's Jupyter set-up is needed, only ipyker
 
 import json
 import math
-import os
 import pathlib
 import sys
 

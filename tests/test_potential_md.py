@@ -10,11 +10,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from allegro_helpers import SMALL_MODEL, random_crystal, small_model
 from ase.calculators.calculator import PropertyNotImplementedError
 from ase.io import read
 from flax import serialization
 
-from allegro_helpers import SMALL_MODEL, random_crystal, small_model
 from qallegro.data.graphs import batch_and_pad, structure_to_graph
 from qallegro.data.structure import make_structure
 from qallegro.md import build_system, energy_drift, run_md

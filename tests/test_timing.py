@@ -3,12 +3,11 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from allegro_helpers import random_molecule, small_model
 
 from experiments.compare import markdown_table
 from qallegro.data.graphs import batch_and_pad, structure_to_graph
 from qallegro.timing import time_inference
-
-from allegro_helpers import random_molecule, small_model
 
 SPECIES = [1, 6, 8]
 

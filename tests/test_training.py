@@ -12,9 +12,9 @@ from qallegro.data.readers import read_rmd17_npz
 from qallegro.potential.graph import energy_forces_stress
 from qallegro.train.config import TrainConfig
 from qallegro.train.loop import fit
-from qallegro.train.step import init_train_state, make_steps
 from qallegro.train.loss import error_sums, loss_predictions, weighted_loss
 from qallegro.train.setup import prepare
+from qallegro.train.step import init_train_state, make_steps
 
 ASPIRIN = os.path.join(os.path.dirname(__file__), "..", "experiments", "data", "rmd17_aspirin_train_01.npz")
 MODEL = dict(family="allegro", r_max=4.0, l_max=1, num_layers=1, num_tensor_features=4, two_body_mlp=[8, 16],
@@ -75,7 +75,10 @@ def _params_equal(a, b):
 def test_resume_is_exact(tmp_path):
     prepared, train_loader, val_loader = setup()
     cfg = TrainConfig(learning_rate=5e-3, batch_size=5, max_epochs=3, plateau_patience=1, seed=1)
-    quiet = lambda msg: None
+
+    def quiet(msg):
+        return None
+
     full = fit(prepared.model, prepared.params, train_loader, val_loader, cfg, str(tmp_path / "full"), log=quiet)
 
     # stopped at an epoch boundary, then resumed

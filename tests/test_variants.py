@@ -5,13 +5,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from allegro_helpers import predict, random_molecule, small_model
 from scipy.spatial.transform import Rotation
 
 from qallegro.data.graphs import batch_and_pad, structure_to_graph
 from qallegro.data.structure import make_structure
 from qallegro.potential import energy_forces_stress
-
-from allegro_helpers import predict, random_molecule, small_model
 
 SPECIES = [1, 6, 8]
 VARIANTS = [

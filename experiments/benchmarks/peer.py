@@ -310,7 +310,7 @@ def main(argv=None) -> int:
             peer_cmd, {"task": "train", "mode": "eager", "batch": batch_path, "type_names": ["H", "C", "O"],
                        "threads": threads, "hparams": dict(PEER_MODEL, avg_num_neighbors=14.4),
                        "repeats": 2 if args.quick else 10, "warmup": 2, "workdir": workdir}, workdir, args.timeout)
-    log(f"train step: " + ", ".join(f"{k} {v.get('median_ms', v.get('error'))} ms" for k, v in train.items()))
+    log("train step: " + ", ".join(f"{k} {v.get('median_ms', v.get('error'))} ms" for k, v in train.items()))
     md = {}
     if not args.skip_md:
         aspirin_model = os.path.join(ROOT, "tests", "data", "aspirin-allegro-cpu-6min.qallegro")
@@ -355,15 +355,17 @@ def _ms(rec: Dict[str, Any]) -> float:
 
 def markdown(report: Dict[str, Any]) -> str:
     lines = ["# qallegro vs PyTorch Allegro (nequip-allegro 0.8) on CPU", "",
-             f"Run {report['date']} on {report['machine']['cpus']} CPU cores ({report['machine']['processor'] or 'x86_64'}), "
+             f"Run {report['date']} on {report['machine']['cpus']} CPU cores "
+             f"({report['machine']['processor'] or 'x86_64'}), "
              f"torch threads {report['threads']}, float32, no GPU. Load average at the end: "
              f"{', '.join(f'{x:.1f}' for x in report['machine']['loadavg_end'])} (the machine is shared).", "",
              "Times are medians per call after warm-up of energy + forces (+ stress for the periodic cells, which "
              "nequip's model always computes when a cell is given; qallegro computes it too there), on a prebuilt "
              "neighbour list (qallegro: jit-compiled function of the graph padded to a multiple of 64 edges; "
-             "the peer: its model on exact shapes). Memory is the peak resident set of the measuring process (above its baseline after "
-             "imports in brackets). Ratio = qallegro / fastest peer mode (goal: <= 0.5).", "",
-             "| structure | atoms | qallegro ms | peer eager ms | peer AOTInductor ms | ratio | qallegro peak MB | peer peak MB |",
+             "the peer: its model on exact shapes). Memory is the peak resident set of the measuring process "
+             "(above its baseline after imports in brackets). Ratio = qallegro / fastest peer mode (goal: <= 0.5).", "",
+             "| structure | atoms | qallegro ms | peer eager ms | peer AOTInductor ms | ratio | qallegro peak MB "
+             "| peer peak MB |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     q_n, q_t, p_n, p_t = [], [], [], []
     for name, rec in report["records"].items():
@@ -373,7 +375,7 @@ def markdown(report: Dict[str, Any]) -> str:
         best = peers[best_mode]
         ratio = _ms(q) / _ms(best) if np.isfinite(_ms(best)) else np.nan
 
-        def cell(r):
+        def cell(r, q=q):
             if not r:
                 return "—"
             if "error" in r:
@@ -386,8 +388,8 @@ def markdown(report: Dict[str, Any]) -> str:
                 return "—"
             return f"{r['peak_rss_mb']:.0f} (+{r['peak_rss_mb'] - r['baseline_rss_mb']:.0f})"
 
-        lines.append(f"| {name} | {rec['n_atoms']} | {cell(q)} | {cell(peers['eager'])} | {cell(peers['aotinductor'])} | "
-                     f"{ratio:.3f} | {mem(q)} | {mem(best)} |")
+        lines.append(f"| {name} | {rec['n_atoms']} | {cell(q)} | {cell(peers['eager'])} | "
+                     f"{cell(peers['aotinductor'])} | {ratio:.3f} | {mem(q)} | {mem(best)} |")
         if name.startswith("Cu"):
             if np.isfinite(_ms(q)):
                 q_n.append(rec["n_atoms"]), q_t.append(_ms(q))
@@ -411,7 +413,6 @@ def markdown(report: Dict[str, Any]) -> str:
                 lines.append(f"| {name} | {r['n_atoms']} | {r['ms_per_step']:.2f} | {r['atom_steps_per_s']:.0f} | "
                              f"{os.path.basename(r['model'])} |")
         lines.append("")
-    qm, pm = report["qallegro_model"], report["peer_model"]
     lines += ["Matched hyperparameters: r_max 5 Å, l_max 2, parity off, 2 layers, 16 tensor channels, 128 scalar "
               "(latent) features, 8 Bessel functions, polynomial cutoff p = 6, two-body MLP 32 → 64 → 128 (nequip: "
               "radial-chemical embedding to 32, scalar-embed MLP 64 → 128), latent MLP hidden 128, readout hidden "

@@ -42,11 +42,10 @@ def main(spec_path: str, out_path: str) -> int:
     torch.set_num_threads(int(spec.get("threads", 2)))
     import allegro
     import nequip
-    from ase.io import read
     from allegro.model import AllegroModel
+    from ase.io import read
     from nequip.data import AtomicDataDict, from_ase
     from nequip.data.transforms import ChemicalSpeciesToAtomTypeMapper, NeighborListTransform
-
     from nequip.utils.global_state import set_global_state
 
     set_global_state()  # as nequip-train / nequip-compile do (float64 defaults for data, TF32 off)
@@ -77,8 +76,8 @@ def main(spec_path: str, out_path: str) -> int:
         start = time.perf_counter()
         if spec["mode"] == "aotinductor":
             # nequip-compile --mode aotinductor --target ase, called as a function on the in-memory model
-            from nequip.scripts._compile_utils import ASE_TARGET
             from nequip.nn.compile import DictInputOutputWrapper
+            from nequip.scripts._compile_utils import ASE_TARGET
             from nequip.utils.aot import aot_export_model
 
             fields_in, fields_out = ASE_TARGET["input"], ASE_TARGET["output"]
@@ -131,7 +130,8 @@ def main(spec_path: str, out_path: str) -> int:
             optimizer.zero_grad()
             out = model(dict(batch))
             e = out[AtomicDataDict.TOTAL_ENERGY_KEY].reshape(-1)
-            loss = torch.mean(((e - e_ref) / n_atoms) ** 2) + 1000.0 * torch.mean((out[AtomicDataDict.FORCE_KEY] - f_ref) ** 2)
+            forces_mse = torch.mean((out[AtomicDataDict.FORCE_KEY] - f_ref) ** 2)
+            loss = torch.mean(((e - e_ref) / n_atoms) ** 2) + 1000.0 * forces_mse
             loss.backward()
             optimizer.step()
             return loss

@@ -1,6 +1,7 @@
 """Structures -> jraph.GraphsTuple, and batching with padding to a few fixed budgets.
 
-Graph layout (all numpy until it enters jit):
+Graph layout (all numpy until it enters jit)::
+
     nodes:   positions (N, 3) Å, species (N,) int32 index into the model's species list, forces (N, 3) eV/Å
     edges:   shifts (E, 3) integer lattice translations (see qallegro.data.neighbors for the edge convention)
     globals: cell (G, 3, 3) Å, energy (G,) eV, stress (G, 3, 3) eV/Å^3,

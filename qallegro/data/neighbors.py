@@ -16,7 +16,7 @@ from matscipy.neighbours import neighbour_list as _matscipy_neighbour_list
 
 
 def neighbor_list(positions, cell, pbc, r_max: float, return_lengths: bool = False):
-    """All pairs (i, j, image) with |r_ij| < r_max, including periodic images and self-images.
+    """All pairs (i, j, image) with ``|r_ij| < r_max``, including periodic images and self-images.
 
     Works for any cell, including cells shorter than 2·r_max (matscipy enumerates every image), triclinic
     cells, mixed periodicity, and molecules (no periodic axis: a bounding box is used, which changes nothing

@@ -94,7 +94,7 @@ def read_extxyz(path: str, energy_key: Optional[str] = None, forces_key: Optiona
         calc = atoms.calc
         calc_results = dict(getattr(calc, "results", {}) or {}) if calc is not None else {}
 
-        def label(key, default, per_atom, required=True):
+        def label(key, default, per_atom, required=True, atoms=atoms, calc_results=calc_results, k=k):
             if key is not None and key.lower() == "none":
                 return None
             explicit = key is not None
@@ -106,8 +106,9 @@ def read_extxyz(path: str, energy_key: Optional[str] = None, forces_key: Optiona
                 return calc_results[_ASE_CALC_KEYS[key]]
             if explicit and required:
                 have = sorted(set(atoms.arrays) - {"numbers", "positions"}) if per_atom else sorted(atoms.info)
+                calculator = f" and calculator labels {sorted(calc_results)}" if calc_results else ""
                 raise DataError(f"{name}, frame {k}: no {'per-atom array' if per_atom else 'info'} key {key!r} "
-                                f"(this frame has {have}{' and calculator labels ' + str(sorted(calc_results)) if calc_results else ''})")
+                                f"(this frame has {have}{calculator})")
             return None
 
         energy = label(energy_key, "energy", False)

@@ -15,7 +15,6 @@ import numpy as np
 
 from qallegro.data.structure import Structure
 
-
 #: The model-config keys that `DatasetStatistics` fills in (the data-derived part of a model config).
 STATISTICS_KEYS = ("num_species", "avg_num_neighbors", "species_scale", "species_shift")
 
@@ -157,7 +156,7 @@ def composition_matrix(structures: Sequence[Structure], species: Sequence[int]) 
 
 
 def composition_least_squares(counts: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Per-species values mu minimising |counts @ mu - targets|^2 (minimum-norm when rank-deficient)."""
+    """Per-species values mu minimising ``|counts @ mu - targets|^2`` (minimum-norm when rank-deficient)."""
     mu, *_ = np.linalg.lstsq(counts, targets, rcond=None)
     return mu
 

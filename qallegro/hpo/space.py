@@ -15,8 +15,7 @@ import math
 from typing import Any, Dict, Mapping
 
 import numpy as np
-from optuna.distributions import (BaseDistribution, CategoricalDistribution, FloatDistribution,
-                                  IntDistribution)
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 
 def _forward(dist: BaseDistribution, value: Any) -> float:

@@ -7,7 +7,6 @@ from typing import Callable, Sequence
 import flax.linen as nn
 import jax
 
-
 ACTIVATIONS = {"silu": jax.nn.silu, "tanh": jax.nn.tanh, "gelu": jax.nn.gelu, "relu": jax.nn.relu}
 
 

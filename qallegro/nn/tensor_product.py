@@ -2,12 +2,12 @@
 
 Allegro couples, channel by channel, the tensor features of an edge with the environment of its centre:
 out[e, k, c] = sum_{i, j} CG[i, j, k] x1[e, i, c] x2[e, j, c] (channels last: see `sparse_bilinear`), where CG
-is the Clebsch-Gordan map of every allowed path (l1, l2) -> l_out, in e3nn's normalisation and output order. CG is very sparse (83 of 9 x 9 x 35
-entries for l_max = 2), so the product is computed term by term, and its VJP is the same kind of sparse product
-with the transposed table (d/dx1[i] = sum CG[i, j, k] g[k] x2[j]). Writing the VJP by hand keeps XLA from
-building one padded array per term in the backward pass, which is where e3nn's generic `tensor_product` spends
-most of the time of a force call on CPU. Higher derivatives (training on forces) differentiate the VJP, which is
-again this function.
+is the Clebsch-Gordan map of every allowed path (l1, l2) -> l_out, in e3nn's normalisation and output order. CG is
+very sparse (83 of 9 x 9 x 35 entries for l_max = 2), so the product is computed term by term, and its VJP is the same
+kind of sparse product with the transposed table (d/dx1[i] = sum CG[i, j, k] g[k] x2[j]). Writing the VJP by hand
+keeps XLA from building one padded array per term in the backward pass, which is where e3nn's generic `tensor_product`
+spends most of the time of a force call on CPU. Higher derivatives (training on forces) differentiate the VJP, which
+is again this function.
 
 The coefficients are read off `e3nn.tensor_product` itself (applied to basis vectors, in float64), so the result
 equals e3nn's channel by channel to rounding (tests/test_tensor_product.py).

@@ -7,9 +7,8 @@
   `energy_forces_stress` for (positions, species, cell, pbc).
 """
 
+from qallegro.potential.artifact import ARTIFACT_VERSION, ArtifactError, Potential, load, read_artifact, save
 from qallegro.potential.graph import edge_vectors, energy_forces_stress, graph_energies, node_graph_index
-from qallegro.potential.artifact import (ARTIFACT_VERSION, ArtifactError, Potential, load, read_artifact,
-                                         save)
 
 __all__ = ["edge_vectors", "energy_forces_stress", "graph_energies", "node_graph_index", "ARTIFACT_VERSION",
            "ArtifactError", "Potential", "load", "read_artifact", "save"]
