@@ -67,26 +67,38 @@ S_DAG = np.array([[1.0, 0.0], [0.0, -1.0j]], dtype=np.complex128)
 _PAULIS = {"X": PAULI_X, "Y": PAULI_Y, "Z": PAULI_Z}
 
 
+def _dtype_of(a) -> np.dtype:
+    # a dtype (np.dtype, jnp.float32, "float64") is taken as it is; anything else as an array's dtype
+    if isinstance(a, (np.dtype, type, str)):
+        return np.dtype(a)
+    return jnp.asarray(a).dtype
+
+
 def real_dtype(*arrays) -> jnp.dtype:
     """The real floating dtype the simulation runs in: float64 only if x64 is on and an input is 64-bit.
 
     Args:
-        *arrays: parameters (angles, weights); non-floating inputs are ignored.
+        *arrays: parameters (angles, weights) or dtypes; non-floating ones are ignored.
 
     Returns:
         ``float32`` or ``float64``.
     """
-    dts = [jnp.asarray(a).dtype for a in arrays]
+    if not jax.config.jax_enable_x64:  # checked first: promoting a float64 dtype without x64 would warn
+        return jnp.dtype(jnp.float32)
+    dts = [_dtype_of(a) for a in arrays]
     dts = [d for d in dts if jnp.issubdtype(d, jnp.floating) or jnp.issubdtype(d, jnp.complexfloating)]
     dt = jnp.result_type(*dts) if dts else jnp.float32
     dt = jnp.finfo(dt).dtype  # complex -> matching real
-    if dt == jnp.float64 and jax.config.jax_enable_x64:
-        return jnp.dtype(jnp.float64)
-    return jnp.dtype(jnp.float32)
+    return jnp.dtype(jnp.float64) if dt == jnp.float64 else jnp.dtype(jnp.float32)
 
 
 def complex_dtype(*arrays) -> jnp.dtype:
-    """``complex64`` or ``complex128``, matching :func:`real_dtype` of the given arrays."""
+    """``complex64`` or ``complex128``, matching :func:`real_dtype` of the given arrays or dtypes.
+
+    The one place that maps the simulation's precision to its complex dtype: every gate matrix and
+    state of :mod:`qallegro.quantum` takes its complex dtype from here, e.g.
+    ``complex_dtype(pairs.dtype)`` for a real-pair state.
+    """
     return jnp.dtype(jnp.complex128) if real_dtype(*arrays) == jnp.float64 else jnp.dtype(jnp.complex64)
 
 
@@ -118,15 +130,11 @@ def basis_state_index(bits: Sequence[int]) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def _cdtype_of(*params):
-    return complex_dtype(*params)
-
-
 def rx(theta) -> jax.Array:
     """``RX(theta) = [[cos t/2, -i sin t/2], [-i sin t/2, cos t/2]]``; shape ``(*theta.shape, 2, 2)``."""
     theta = jnp.asarray(theta)
     c, s = jnp.cos(theta / 2), jnp.sin(theta / 2)
-    cd = _cdtype_of(theta)
+    cd = complex_dtype(theta)
     c, s = c.astype(cd), s.astype(cd)
     return jnp.stack([jnp.stack([c, -1j * s], -1), jnp.stack([-1j * s, c], -1)], -2)
 
@@ -135,7 +143,7 @@ def ry(theta) -> jax.Array:
     """``RY(theta) = [[cos t/2, -sin t/2], [sin t/2, cos t/2]]``; shape ``(*theta.shape, 2, 2)``."""
     theta = jnp.asarray(theta)
     c, s = jnp.cos(theta / 2), jnp.sin(theta / 2)
-    cd = _cdtype_of(theta)
+    cd = complex_dtype(theta)
     c, s = c.astype(cd), s.astype(cd)
     return jnp.stack([jnp.stack([c, -s], -1), jnp.stack([s, c], -1)], -2)
 
@@ -143,7 +151,7 @@ def ry(theta) -> jax.Array:
 def rz(theta) -> jax.Array:
     """``RZ(theta) = diag(exp(-i t/2), exp(i t/2))``; shape ``(*theta.shape, 2, 2)``."""
     theta = jnp.asarray(theta)
-    cd = _cdtype_of(theta)
+    cd = complex_dtype(theta)
     p = jnp.exp(-0.5j * theta.astype(cd))
     z = jnp.zeros_like(p)
     return jnp.stack([jnp.stack([p, z], -1), jnp.stack([z, jnp.conj(p)], -1)], -2)
@@ -158,7 +166,7 @@ def rot(phi, theta, omega) -> jax.Array:
         ``(*broadcast(phi, theta, omega).shape, 2, 2)``.
     """
     phi, theta, omega = jnp.broadcast_arrays(jnp.asarray(phi), jnp.asarray(theta), jnp.asarray(omega))
-    cd = _cdtype_of(phi, theta, omega)
+    cd = complex_dtype(phi, theta, omega)
     c = jnp.cos(theta / 2).astype(cd)
     s = jnp.sin(theta / 2).astype(cd)
     phi, omega = phi.astype(cd), omega.astype(cd)
@@ -462,7 +470,7 @@ def apply_product_pairs(pairs, gates, n_qubits: int, max_block: int = 4) -> jax.
     for i in reversed(range(len(blocks))):
         blk = blocks[i]
         a = pair_matrix(kron_gates(gates[..., blk[0]:blk[-1] + 1, :, :]).astype(
-            jnp.complex128 if pairs.dtype == jnp.float64 else jnp.complex64)).astype(pairs.dtype)
+            complex_dtype(pairs.dtype))).astype(pairs.dtype)
         lead = x.shape[:-2]
         flat = x.reshape(bsz, -1, 2 * dims[i])
         if per_sample:
