@@ -12,6 +12,7 @@ ones, e.g. exported from a model's ``QDI`` parameters.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -23,20 +24,30 @@ ANALYSES = ("fourier", "fisher", "zx", "qasm")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the options of ``analyze-circuit`` on ``parser``."""
-    from qallegro.quantum.circuit import ENTANGLINGS, MEASUREMENT_MODES, MEASURES, ROTATIONS
+    from qallegro.quantum.config import (
+        ENTANGLINGS,
+        MAX_DEPTH,
+        MAX_QUBITS,
+        MEASUREMENT_MODES,
+        MEASURES,
+        ROTATIONS,
+        qdi_default,
+    )
 
     g = parser.add_argument_group("circuit")
-    g.add_argument("--n-qubits", type=int, default=4, help="number of qubits, 1..25 (default: %(default)s)")
-    g.add_argument("--depth", type=int, default=4,
-                   help="variational layers per uploaded chunk, 1..30 (default: %(default)s)")
-    g.add_argument("--in-features", type=int, default=None,
+    g.add_argument("--n-qubits", type=int, default=qdi_default("n_qubits"),
+                   help=f"number of qubits, 1..{MAX_QUBITS} (default: %(default)s)")
+    g.add_argument("--depth", type=int, default=qdi_default("depth"),
+                   help=f"variational layers per uploaded chunk, 1..{MAX_DEPTH} (default: %(default)s)")
+    g.add_argument("--in-features", type=int, default=qdi_default("in_features"),
                    help="number of input angles, a multiple of --n-qubits (default: n_qubits, one chunk)")
-    g.add_argument("--rotation", choices=ROTATIONS, default="Z",
+    g.add_argument("--rotation", choices=ROTATIONS, default=qdi_default("rotation"),
                    help="encoding rotation (default: %(default)s)")
-    g.add_argument("--entangling", choices=ENTANGLINGS, default="strong",
+    g.add_argument("--entangling", choices=ENTANGLINGS, default=qdi_default("entangling"),
                    help="variational layer type (default: %(default)s)")
-    g.add_argument("--measure", choices=MEASURES, default="Y", help="measured Pauli (default: %(default)s)")
-    g.add_argument("--measurement-mode", choices=MEASUREMENT_MODES, default="none",
+    g.add_argument("--measure", choices=MEASURES, default=qdi_default("measure"),
+                   help="measured Pauli (default: %(default)s)")
+    g.add_argument("--measurement-mode", choices=MEASUREMENT_MODES, default=qdi_default("measurement_mode"),
                    help="which qubits are read out (default: %(default)s)")
     g.add_argument("--weights", default=None,
                    help="a .npy file with the circuit weights, angles in radians of shape (chunks, depth, "
@@ -67,11 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     """Run the selected analyses; returns 0 on success."""
     from qallegro.quantum import analysis
-    from qallegro.quantum.circuit import QDIConfig
+    from qallegro.quantum.config import qdi_config_from
 
-    cfg = QDIConfig(n_qubits=args.n_qubits, depth=args.depth, in_features=args.in_features,
-                    rotation=args.rotation, entangling=args.entangling, measure=args.measure,
-                    measurement_mode=args.measurement_mode)
+    cfg = qdi_config_from(args)  # the circuit options are named like QDIConfig's fields
     selected = [s.strip() for s in args.analyses.split(",") if s.strip()]
     unknown = sorted(set(selected) - set(ANALYSES))
     if unknown:
@@ -119,9 +128,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"[analyze-circuit] {name}: {json.dumps(results[name])} ({timings[name]} s)", flush=True)
     np.save(os.path.join(args.out, "weights.npy"), weights)
     summary = {
-        "config": {"n_qubits": cfg.n_qubits, "depth": cfg.depth, "in_features": cfg.in_features,
-                   "rotation": cfg.rotation, "entangling": cfg.entangling, "measure": cfg.measure,
-                   "measurement_mode": cfg.measurement_mode},
+        "config": dataclasses.asdict(cfg),
         "weights": source,
         "input": x.tolist(),
         "results": results,

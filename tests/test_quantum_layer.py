@@ -1,5 +1,6 @@
 """The flax QDI module: parameters, shapes, agreement with the functional API, transformations."""
 
+import dataclasses
 import math
 
 import flax.linen as nn
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from qallegro.quantum import QDI, QDIConfig, qdi_expectations, qdi_output_size
+from qallegro.quantum.config import QDI_FIELDS, qdi_default
 from qallegro.quantum.shots import sample_expectations
 
 
@@ -63,7 +65,7 @@ def test_shots_mode_needs_rng_and_is_seeded():
                                method="fused")
     np.testing.assert_array_equal(np.asarray(b), np.asarray(want))
     np.testing.assert_allclose(np.asarray(a) * 16, np.round(np.asarray(a) * 16), atol=1e-4)
-    with pytest.raises(Exception):
+    with pytest.raises(Exception, match="shots"):
         layer.apply(params, x)  # no PRNG key for the shots
 
 
@@ -73,3 +75,24 @@ def test_wrong_input_width_raises():
         layer.init(jax.random.PRNGKey(0), jnp.ones((2, 3)))
     with pytest.raises(ValueError, match="not a multiple of n_qubits"):
         QDI(n_qubits=3).init(jax.random.PRNGKey(0), jnp.ones((2, 4)))
+
+
+def test_hyperparameters_are_declared_once():
+    # the layer and the allegro-qdi model expose QDIConfig's hyperparameters with QDIConfig's defaults
+    from qallegro.nn.variants import AllegroQDI
+
+    layer_fields = {f.name: f.default for f in dataclasses.fields(QDI)}
+    model_fields = {f.name: f.default for f in dataclasses.fields(AllegroQDI)}
+    model_key = {"depth": "qdi_depth"}  # the model-config key of the circuit's depth
+    for name in QDI_FIELDS:
+        assert layer_fields[name] == qdi_default(name), name
+        assert model_fields[model_key.get(name, name)] == qdi_default(name), name
+    assert layer_fields["shots"] is model_fields["shots"] is None
+    cfg = QDIConfig(n_qubits=3, depth=2, in_features=6, rotation="x", measure="z", measurement_mode="even")
+    assert QDI.from_config(cfg).config() == cfg
+    model = AllegroQDI(num_species=1, n_qubits=3, qdi_depth=2, in_features=6, rotation="x", measure="z",
+                       measurement_mode="even")
+    assert model.qdi_config() == cfg
+    assert AllegroQDI(num_species=1).qdi_config() == QDIConfig()  # in_features None: one chunk
+    with pytest.raises(KeyError, match="not a QDI hyperparameter"):
+        qdi_default("qdi_depth")

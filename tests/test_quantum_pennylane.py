@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from qallegro.quantum.circuit import (
+from qallegro.quantum import (
     ENTANGLINGS,
     MEASUREMENT_MODES,
     MEASURES,

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from qallegro.quantum.circuit import QDIConfig, qdi_expectations
+from qallegro.quantum import QDIConfig, qdi_expectations
 from qallegro.quantum.shots import sample_bitstrings, sample_expectations
 
 CFG = QDIConfig(n_qubits=3, depth=2, rotation="Y", measure="Y", measurement_mode="none")

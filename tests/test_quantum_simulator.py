@@ -7,21 +7,22 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from qallegro.quantum import simulator as sim
-from qallegro.quantum.circuit import (
-    FUSED_MAX_QUBITS,
+from qallegro.quantum import (
     QDIConfig,
     chunk_unitary,
-    heuristic_method,
     init_qdi_weights,
     qdi_expectations,
     qdi_output_size,
     qdi_probabilities,
     qdi_state,
     qdi_weight_shape,
-    readout_cascade,
     select_method,
+    uniform_angle_init,
+    z_expectations,
 )
+from qallegro.quantum import simulator as sim
+from qallegro.quantum.config import readout_cascade
+from qallegro.quantum.method import FUSED_MAX_QUBITS, heuristic_method
 
 qml = pytest.importorskip("pennylane")
 
@@ -160,7 +161,7 @@ def test_jit_vmap_grad_compose():
     x = jnp.asarray(RNG.uniform(-3, 3, (3, 4)), jnp.float32)
     ws = jnp.asarray(RNG.uniform(0, 6, (2,) + cfg.weight_shape), jnp.float32)
     for method in ("fused", "gates"):
-        f = lambda xx, ww: qdi_expectations(cfg, xx, ww, method=method)  # noqa: E731
+        f = lambda xx, ww, method=method: qdi_expectations(cfg, xx, ww, method=method)  # noqa: E731
         eager = f(x, ws[0])
         np.testing.assert_allclose(np.asarray(jax.jit(f)(x, ws[0])), np.asarray(eager), atol=1e-6)
         if method != "fused":
@@ -173,7 +174,7 @@ def test_jit_vmap_grad_compose():
         # grad of a scalar against central finite differences (float64)
         with jax.enable_x64(True):
             x64, w64 = x.astype(jnp.float64), ws[0].astype(jnp.float64)
-            loss = lambda xx, ww: jnp.sum(jnp.sin(f(xx, ww)))  # noqa: E731
+            loss = lambda xx, ww, f=f: jnp.sum(jnp.sin(f(xx, ww)))  # noqa: E731
             gx, gw = jax.jit(jax.grad(loss, argnums=(0, 1)))(x64, w64)
             eps = 1e-6
             dx = jnp.zeros_like(x64).at[1, 3].set(eps)
@@ -260,3 +261,47 @@ def test_select_method_heuristic_and_cache(monkeypatch):
     first = select_method(cfg, 4)
     assert first in ("fused", "gates")
     assert select_method(cfg, 3) == first  # same batch bucket: cached, no new timing
+
+
+# ------------------------------------------------------------------ public readout and helpers
+@pytest.mark.parametrize("n, mode, measure", [(3, "none", "Y"), (4, "even", "X"), (3, "single", "Z")])
+def test_z_expectations_is_the_readout_of_the_probabilities(n, mode, measure):
+    cfg = QDIConfig(n_qubits=n, depth=2, in_features=2 * n, measure=measure, measurement_mode=mode)
+    with jax.enable_x64(True):
+        x = jnp.asarray(RNG.uniform(-3, 3, (2, 3, cfg.in_features)))
+        w = jnp.asarray(RNG.uniform(0, 6, cfg.weight_shape))
+        for method in ("fused", "gates"):
+            probs = qdi_probabilities(cfg, x, w, method=method)
+            z = z_expectations(cfg, probs)
+            assert z.shape == (2, 3, cfg.n_outputs)
+            np.testing.assert_array_equal(np.asarray(z), np.asarray(qdi_expectations(cfg, x, w, method=method)))
+            # sum_s p_s (-1)^{bit_w(s)}, wire 0 the most significant bit
+            s = np.arange(cfg.dim)
+            signs = np.stack([1 - 2 * ((s >> (n - 1 - k)) & 1) for k in cfg.measured_wires], axis=-1)
+            np.testing.assert_allclose(np.asarray(z), np.asarray(probs) @ signs, atol=1e-12)
+
+
+def test_z_expectations_large_register_and_errors():
+    # above 14 qubits the readout reduces marginals instead of multiplying by a sign matrix
+    cfg = QDIConfig(n_qubits=15, depth=1, measurement_mode="even")
+    p = RNG.uniform(size=(2, cfg.dim))
+    p /= p.sum(-1, keepdims=True)
+    s = np.arange(cfg.dim)
+    signs = np.stack([1 - 2 * ((s >> (14 - k)) & 1) for k in cfg.measured_wires], axis=-1)
+    with jax.enable_x64(True):
+        np.testing.assert_allclose(np.asarray(z_expectations(cfg, p)), p @ signs, atol=1e-12)
+    with pytest.raises(ValueError, match="2\\*\\*n_qubits=32768"):
+        z_expectations(cfg, p[:, :8])
+
+
+def test_one_dtype_helper_and_one_initialiser():
+    assert sim.complex_dtype(jnp.float32) == sim.complex_dtype(np.zeros(2, np.float32)) == jnp.complex64
+    with jax.enable_x64(True):
+        assert sim.complex_dtype(jnp.float64) == sim.complex_dtype(np.dtype("float64")) == jnp.complex128
+        assert sim.complex_dtype(jnp.float32, np.zeros(1)) == jnp.complex128  # either 64-bit input
+    with jax.enable_x64(False):
+        assert sim.real_dtype(np.zeros(2)) == jnp.float32  # no x64: float32 whatever the input
+    cfg = QDIConfig(3, 2, 6)
+    key = jax.random.PRNGKey(4)
+    np.testing.assert_array_equal(np.asarray(init_qdi_weights(key, cfg)),
+                                  np.asarray(uniform_angle_init()(key, cfg.weight_shape)))

@@ -64,7 +64,7 @@ def _mem_total_bytes() -> int:
 
 
 def _problem(n: int, depth: int, batch: int, seed: int = 0):
-    from qallegro.quantum.circuit import QDIConfig
+    from qallegro.quantum import QDIConfig
 
     cfg = QDIConfig(n_qubits=n, depth=depth)
     rng = np.random.default_rng(seed)
@@ -75,7 +75,7 @@ def _problem(n: int, depth: int, batch: int, seed: int = 0):
 
 
 def bench_ours(cfg, x, w, ct, repeats, method="auto"):
-    from qallegro.quantum.circuit import qdi_expectations, select_method
+    from qallegro.quantum import qdi_expectations, select_method
 
     chosen = select_method(cfg, x.shape[0]) if method == "auto" else method
 
@@ -147,7 +147,7 @@ def _fmt_s(s):
 
 
 def run(args) -> dict:
-    from qallegro.quantum.circuit import qdi_expectations  # noqa: F401  (import cost outside timings)
+    from qallegro.quantum import qdi_expectations  # noqa: F401  (import cost outside timings)
 
     mem = _mem_total_bytes()
     rows = []
@@ -296,9 +296,9 @@ def main(argv=None) -> int:
                         "(default: experiments/results/quantum_benchmark.md)")
     args = p.parse_args(argv)
 
-    import pennylane as qml
-
     from importlib import metadata
+
+    import pennylane as qml
 
     try:
         lightning_version = metadata.version("pennylane_lightning")

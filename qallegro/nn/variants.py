@@ -21,6 +21,7 @@ import jax.numpy as jnp
 
 from qallegro.nn.allegro import Allegro
 from qallegro.nn.mlp import MLP
+from qallegro.quantum.config import QDIConfig, qdi_config_from, qdi_default
 from qallegro.quantum.layer import QDI
 
 
@@ -53,26 +54,29 @@ class AllegroQDI(Allegro):
 
     Attributes (besides Allegro's): the circuit's hyperparameters n_qubits, qdi_depth (variational layers),
     rotation, entangling, measure, measurement_mode, in_features (default n_qubits) and shots (None: exact
-    expectations; N: finite-shot estimates, which need a "shots" PRNG key in `apply`).
+    expectations; N: finite-shot estimates, which need a "shots" PRNG key in `apply`). They are model-config
+    keys; their defaults are those of qallegro.quantum.QDIConfig and of the QDI layer.
     Per-edge cost: one statevector simulation of 2^n_qubits amplitudes through
     (in_features / n_qubits) · qdi_depth variational layers.
     """
 
     block_position: Optional[str] = "readout"
-    n_qubits: int = 4
-    qdi_depth: int = 4
-    rotation: str = "Z"
-    entangling: str = "strong"
-    measure: str = "Y"
-    measurement_mode: str = "none"
-    in_features: Optional[int] = None
-    shots: Optional[int] = None
+    n_qubits: int = qdi_default("n_qubits")
+    qdi_depth: int = qdi_default("depth")
+    rotation: str = qdi_default("rotation")
+    entangling: str = qdi_default("entangling")
+    measure: str = qdi_default("measure")
+    measurement_mode: str = qdi_default("measurement_mode")
+    in_features: Optional[int] = qdi_default("in_features")
+    shots: Optional[int] = QDI.shots
+
+    def qdi_config(self) -> QDIConfig:
+        """The block's circuit (validated); `qdi_depth` is the circuit's `depth` (Allegro has depths of its own)."""
+        return qdi_config_from(self, {"depth": "qdi_depth"}, in_features=self.in_features or self.n_qubits)
 
     def edge_block(self, x, name):
-        in_features = self.in_features or self.n_qubits
-        angles = math.pi * jnp.tanh(nn.Dense(in_features, name=f"{name}_encode")(x))
-        expectations = QDI(n_qubits=self.n_qubits, depth=self.qdi_depth, in_features=in_features,
-                           rotation=self.rotation, entangling=self.entangling, measure=self.measure,
-                           measurement_mode=self.measurement_mode, shots=self.shots, name=f"{name}_circuit")(angles)
+        config = self.qdi_config()
+        angles = math.pi * jnp.tanh(nn.Dense(config.in_features, name=f"{name}_encode")(x))
+        expectations = QDI.from_config(config, shots=self.shots, name=f"{name}_circuit")(angles)
         return nn.Dense(x.shape[-1], kernel_init=nn.initializers.zeros, name=f"{name}_decode")(
             expectations.astype(x.dtype))

@@ -1,39 +1,31 @@
-"""Flax (linen) module for the QDI quantum layer."""
+"""Flax (linen) module for the QDI quantum layer.
+
+The layer exposes the circuit's hyperparameters as its own attributes (the flax way: a module is
+configured by its fields) with the defaults declared by :class:`~qallegro.quantum.config.QDIConfig`,
+and turns them into a validated ``QDIConfig`` when it is called.
+"""
 
 from __future__ import annotations
 
-import math
+import dataclasses
 from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from .circuit import QDIConfig, qdi_expectations, qdi_output_size
+from .circuit import qdi_expectations
+from .config import QDIConfig, qdi_config_from, qdi_default, qdi_output_size, uniform_angle_init
 from .shots import sample_expectations
 
-__all__ = ["QDI", "uniform_angle_init", "qdi_output_size"]
-
-
-def uniform_angle_init(minval: float = 0.0, maxval: float = 2.0 * math.pi) -> Callable:
-    """Initializer drawing i.i.d. angles from ``Uniform[minval, maxval)`` (radians).
-
-    The default ``[0, 2 pi)`` is PennyLane's ``TorchLayer``/``KerasLayer`` default for circuit
-    weights. A narrow range (e.g. ``[0, 0.1)``) starts the variational block near the identity
-    up to its fixed CNOTs, which keeps gradients larger for deep circuits (barren-plateau mitigation).
-    """
-
-    def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype=dtype, minval=minval, maxval=maxval)
-
-    return init
+__all__ = ["QDI"]
 
 
 class QDI(nn.Module):
     """Quantum depth-infused layer: angles in, Pauli expectation values out.
 
-    The circuit and its hyperparameters are defined in :mod:`qallegro.quantum.circuit`
-    (:class:`~qallegro.quantum.circuit.QDIConfig`). The module holds one parameter, ``"weights"``,
+    The circuit is defined in :mod:`qallegro.quantum.circuit`, its hyperparameters in
+    :class:`~qallegro.quantum.config.QDIConfig`. The module holds one parameter, ``"weights"``,
     of shape ``(n_chunks, depth, n_qubits, 3)`` (strong entangling) or ``(n_chunks, depth,
     n_qubits)`` (basic), initialised by ``weight_init`` (default i.i.d. ``Uniform[0, 2 pi)``).
 
@@ -42,7 +34,8 @@ class QDI(nn.Module):
     ``n_outputs = qdi_output_size(n_qubits, measurement_mode)``, every value in ``[-1, 1]``.
 
     Attributes:
-        n_qubits, depth, rotation, entangling, measure, measurement_mode: see ``QDIConfig``.
+        n_qubits, depth, rotation, entangling, measure, measurement_mode: see ``QDIConfig`` (same
+            defaults).
         in_features: number of input angles (multiple of ``n_qubits``); ``None`` takes it from the
             input's last axis.
         shots: ``None`` for exact expectations; an integer for finite-shot estimates sampled from
@@ -58,24 +51,26 @@ class QDI(nn.Module):
             ``in_features``; for ``shots`` without a PRNG key.
     """
 
-    n_qubits: int = 4
-    depth: int = 4
-    in_features: Optional[int] = None
-    rotation: str = "Z"
-    entangling: str = "strong"
-    measure: str = "Y"
-    measurement_mode: str = "none"
+    n_qubits: int = qdi_default("n_qubits")
+    depth: int = qdi_default("depth")
+    in_features: Optional[int] = qdi_default("in_features")
+    rotation: str = qdi_default("rotation")
+    entangling: str = qdi_default("entangling")
+    measure: str = qdi_default("measure")
+    measurement_mode: str = qdi_default("measurement_mode")
     shots: Optional[int] = None
     method: str = "auto"
     weight_init: Callable[..., Any] = uniform_angle_init()
     param_dtype: Any = jnp.float32
 
+    @classmethod
+    def from_config(cls, config: QDIConfig, **kwargs) -> "QDI":
+        """The layer for ``config``; ``kwargs`` set the other attributes (``shots``, ``method``, ``name``, ...)."""
+        return cls(**dataclasses.asdict(config), **kwargs)
+
     def config(self, in_features: Optional[int] = None) -> QDIConfig:
         """The validated circuit hyperparameters (``in_features`` falls back to the attribute)."""
-        f = self.in_features if self.in_features is not None else in_features
-        return QDIConfig(n_qubits=self.n_qubits, depth=self.depth, in_features=f,
-                         rotation=self.rotation, entangling=self.entangling, measure=self.measure,
-                         measurement_mode=self.measurement_mode)
+        return qdi_config_from(self, in_features=self.in_features if self.in_features is not None else in_features)
 
     @property
     def n_outputs(self) -> int:

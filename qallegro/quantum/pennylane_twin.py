@@ -1,6 +1,6 @@
 """The QDI circuit as a PennyLane QNode: the reference for tests, the route to devices, the analyses' input.
 
-The twin is built from the same :class:`~qallegro.quantum.circuit.QDIConfig` and the same weight
+The twin is built from the same :class:`~qallegro.quantum.config.QDIConfig` and the same weight
 array as the jax simulator and uses PennyLane's own templates (``StronglyEntanglingLayers`` with
 ``ranges=1``, ``BasicEntanglerLayers`` with ``RX``), so any agreement is with PennyLane's
 definition of those gates, not with a re-typed copy of ours.
@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .circuit import QDIConfig, readout_cascade
+from .config import QDIConfig, readout_cascade
 
 __all__ = ["qdi_ops", "make_qnode", "qdi_tape", "to_openqasm"]
 

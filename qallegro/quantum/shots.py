@@ -12,7 +12,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from .circuit import QDIConfig, _prepare, _resolve_method, _probs_fused, _probs_gates, _z_expectations
+from .circuit import qdi_probabilities, z_expectations
+from .config import QDIConfig
 
 __all__ = ["sample_bitstrings", "sample_expectations"]
 
@@ -59,15 +60,13 @@ def sample_expectations(config: QDIConfig, inputs, weights, shots: int, key: jax
     """
     if isinstance(shots, bool) or not isinstance(shots, int) or shots < 1:
         raise ValueError(f"shots must be a positive integer (or None for exact), got {shots!r}")
-    inputs, weights, rdt = _prepare(config, inputs, weights)
-    batch = inputs.shape[:-1]
-    x = inputs.reshape((-1, config.in_features))
-    method = _resolve_method(config, method, x.shape[0], rdt)
-    probs = _probs_fused(config, x, weights) if method == "fused" else _probs_gates(config, x, weights)
-    exact = _z_expectations(probs, n=config.n_qubits, mode=config.measurement_mode)
+    probs = qdi_probabilities(config, inputs, weights, method=method)
+    batch = probs.shape[:-1]
+    probs = probs.reshape((-1, config.dim))
+    exact = z_expectations(config, probs)
     idx = sample_bitstrings(key, jax.lax.stop_gradient(probs), shots)  # (B, S)
     n = config.n_qubits
     bits = [(idx >> (n - 1 - w)) & 1 for w in config.measured_wires]
-    est = jnp.stack([jnp.mean(1.0 - 2.0 * b.astype(rdt), axis=-1) for b in bits], axis=-1)
+    est = jnp.stack([jnp.mean(1.0 - 2.0 * b.astype(probs.dtype), axis=-1) for b in bits], axis=-1)
     out = exact + jax.lax.stop_gradient(est - exact)
     return out.reshape(batch + (config.n_outputs,))
