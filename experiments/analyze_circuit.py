@@ -1,7 +1,7 @@
 """`python -m experiments.run analyze-circuit`: analyses of one QDI circuit.
 
-Runs the analyses of :mod:`qallegro.quantum.analysis` on the circuit given by the hyperparameters
-(default: the default QDI, 4 qubits, depth 4) and writes into ``--out``:
+Runs the analyses of :mod:`qallegro.quantum.analysis` through :mod:`qallegro.quantum.report` on the circuit
+given by the hyperparameters (default: the default QDI, 4 qubits, depth 4) and writes into ``--out``:
 ``fourier.png/json``, ``fisher.png/json``, ``zx.png/json``, ``circuit.qasm`` + ``circuit.png/json``
 and ``summary.json`` (configuration, weights source, timings).
 
@@ -77,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Run the selected analyses; returns 0 on success."""
-    from qallegro.quantum import analysis
+    from qallegro.quantum import report
     from qallegro.quantum.config import qdi_config_from
 
     cfg = qdi_config_from(args)  # the circuit options are named like QDIConfig's fields
@@ -104,25 +104,25 @@ def main(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         if name == "fourier":
             try:
-                r = analysis.run_fourier(cfg, weights, args.out, n_samples=args.fourier_samples,
-                                         seed=args.seed, degree=args.fourier_degree)
+                r = report.run_fourier(cfg, weights, args.out, n_samples=args.fourier_samples,
+                                       seed=args.seed, degree=args.fourier_degree)
             except ValueError as err:  # the frequency grid is too large: skip, say why, go on
                 results[name] = {"skipped": str(err)}
             else:
                 results[name] = {"power_per_total_degree_output0": r["power_per_total_degree"][0]}
         elif name == "fisher":
-            r = analysis.run_fisher(cfg, weights, args.out, n_inputs=args.fisher_inputs,
-                                    max_depth=args.fisher_max_depth, n_draws=args.fisher_draws,
-                                    seed=args.seed)
+            r = report.run_fisher(cfg, weights, args.out, n_inputs=args.fisher_inputs,
+                                  max_depth=args.fisher_max_depth, n_draws=args.fisher_draws,
+                                  seed=args.seed)
             results[name] = {"rank": r["rank"], "n_parameters": r["n_parameters"],
                              "max_rank": r["max_rank"], "first_saturated_depth": r["first_saturated_depth"]}
         elif name == "zx":
-            r = analysis.run_zx(cfg, x, weights, args.out)
+            r = report.run_zx(cfg, x, weights, args.out)
             results[name] = {"before": r["zx_before"], "after": r["zx_after_full_reduce"],
                              "gates_before": r["circuit_gates"]["total"],
                              "gates_after": r["extracted_basic_optimization"]["total"]}
         elif name == "qasm":
-            r = analysis.run_qasm(cfg, x, weights, args.out, precision=args.qasm_precision)
+            r = report.run_qasm(cfg, x, weights, args.out, precision=args.qasm_precision)
             results[name] = {"file": os.path.join(args.out, "circuit.qasm")}
         timings[name] = round(time.perf_counter() - t0, 2)
         print(f"[analyze-circuit] {name}: {json.dumps(results[name])} ({timings[name]} s)", flush=True)

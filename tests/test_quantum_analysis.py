@@ -4,21 +4,25 @@ are faithful, and the CLI writes every PNG/JSON."""
 import argparse
 import json
 import re
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from qallegro.quantum import QDIConfig, qdi_expectations
 from qallegro.quantum import simulator as sim
 from qallegro.quantum.analysis import (
-    _frequency_vectors,
     classical_fisher,
     fisher_rank,
+    fisher_spectrum,
     fourier_coefficients,
+    fourier_spectrum,
+    frequency_vectors,
     zx_simplification,
 )
-from qallegro.quantum.circuit import QDIConfig, qdi_expectations
 from qallegro.quantum.pennylane_twin import qdi_ops, to_openqasm
 
 qml = pytest.importorskip("pennylane")
@@ -32,7 +36,7 @@ def test_fourier_series_reproduces_the_circuit():
     w = RNG.uniform(0, 2 * np.pi, cfg.weight_shape)
     c = fourier_coefficients(cfg, w)  # degree = 2 chunks
     assert c.shape == (2,) + (5,) * 4
-    fv = _frequency_vectors(2, 4)
+    fv = frequency_vectors(2, 4)
     x = RNG.uniform(-np.pi, np.pi, (6, 4))
     series = np.real(np.exp(1j * x @ fv.T) @ c.reshape(2, -1).T)
     with jax.enable_x64(True):
@@ -125,3 +129,28 @@ def test_cli_writes_every_artefact(tmp_path):
     assert (tmp_path / "circuit.qasm").read_text().startswith("OPENQASM 2.0;")
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["results"]["fisher"]["n_parameters"] == 6
+
+
+def test_analysis_needs_no_matplotlib():
+    # the computational module imports without matplotlib; figures and files are report's business
+    code = ("import sys; import qallegro.quantum.analysis as a; "
+            "assert 'matplotlib' not in sys.modules and not hasattr(a, 'run_fourier'); "
+            "import qallegro.quantum.report; assert 'matplotlib' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
+def test_spectra_are_plain_computations(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing may be written
+    cfg = QDIConfig(n_qubits=1, depth=1, in_features=2, rotation="Y", measure="Z")
+    w = RNG.uniform(0, 2 * np.pi, cfg.weight_shape)
+    spec = fourier_spectrum(cfg, w, n_samples=2, pennylane_check=False)
+    coeffs = spec["coefficients"]
+    np.testing.assert_array_equal(coeffs, fourier_coefficients(cfg, w))
+    assert spec["draws"].shape == (2,) + coeffs.shape
+    # power per total degree partitions Parseval's sum; order keeps omega = 0 and one of each +-omega pair
+    np.testing.assert_allclose(spec["power"].sum(1), (np.abs(coeffs) ** 2).reshape(1, -1).sum(1), atol=1e-12)
+    assert len(spec["order"]) == (coeffs[0].size + 1) // 2
+    fisher = fisher_spectrum(cfg, w, n_inputs=4, max_depth=2)
+    assert fisher["depths"] == [1, 2] and fisher["n_parameters_per_depth"] == [6, 12]
+    assert fisher["rank"] == fisher_rank(classical_fisher(cfg, w, fisher["inputs"]))
+    assert list(tmp_path.iterdir()) == []
