@@ -10,8 +10,11 @@ carries two tracks:
 Layer k computes the environment of the centre, Gamma_i = sum_j w_k(x_ij) * Y(r_ij) / sqrt(avg_num_neighbors),
 takes the channel-wise tensor product V_ij (x) Gamma_i, feeds its invariant 0e outputs together with x_ij to a
 latent MLP (residual update, multiplied by the cutoff so the latent vanishes smoothly at r_max) and mixes its
-tensor outputs linearly into the next V_ij. A readout MLP maps the final latent to an edge energy; edge energies
-sum onto their centre, a per-species scale and shift give the atomic energy, and atomic energies sum to E.
+tensor outputs linearly into the next V_ij. With `tp_path_channel_coupling` (nequip-allegro 0.8's option of the
+same name, on in its published configs), every path (l1, l2) -> l_out of the tensor product is multiplied, channel
+by channel, by a trainable weight before the paths are combined. A readout MLP maps the final latent to an edge
+energy; edge energies sum onto their centre, a per-species scale and shift give the atomic energy, and atomic
+energies sum to E.
 
 Only invariant (0e) quantities ever enter an MLP, so the energy is E(3)-invariant for any weights.
 """
@@ -29,7 +32,7 @@ import numpy as np
 from qallegro.nn.mlp import MLP
 from qallegro.nn.radial import bessel_basis, polynomial_cutoff
 from qallegro.nn.tensor_linear import TensorLinear, produced_irreps
-from qallegro.nn.tensor_product import channelwise_tensor_product
+from qallegro.nn.tensor_product import channelwise_tensor_product, couple_paths
 
 
 def tensor_irreps(l_max: int, parity: bool) -> e3nn.Irreps:
@@ -58,6 +61,10 @@ class Allegro(nn.Module):
         species_scale, species_shift: per-species energy scale (eV) and shift (eV/atom), from training data;
             fixed, not trained (as nequip's defaults).
         activation: nonlinearity of the MLPs.
+        tp_path_channel_coupling: trainable path-channel weights in every layer's tensor product, as nequip-allegro
+            0.8's ``tp_path_channel_coupling`` (see `path_channel_weights`). Off by default so that potentials
+            saved without it (their model config lacks the key) load with their parameters and numbers unchanged;
+            the experiment configs turn it on, as the reference's configs do.
     """
 
     num_species: int
@@ -75,6 +82,7 @@ class Allegro(nn.Module):
     species_scale: Optional[Sequence[float]] = None
     species_shift: Optional[Sequence[float]] = None
     activation: str = "silu"
+    tp_path_channel_coupling: bool = False
 
     #: Where a variant's extra block acts on the edge latent: "two_body" (after the two-body MLP), "latent"
     #: (after every layer's latent update, one block per layer) or "readout" (before the readout MLP);
@@ -85,6 +93,24 @@ class Allegro(nn.Module):
         """The variants' extra block: (E, d) invariant edge latent -> (E, d) residual update. Subclasses
         (qallegro.nn.variants) define it; plain Allegro has none."""
         raise NotImplementedError(f"{type(self).__name__} defines no edge block")
+
+    def path_channel_weights(self, layer: int, num_paths: int, dtype) -> jnp.ndarray:
+        """Layer `layer`'s path-channel weights, (num_tensor_features, num_paths), paths in the order of the
+        tensor product's output (qallegro.nn.tensor_product.channelwise_path_labels).
+
+        As in nequip-allegro 0.8 (allegro.nn._strided.Contracter with path_channel_coupling): one weight per channel
+        and path in every layer, the last (scalar-only) layer included, drawn from U(-sqrt 3, sqrt 3) (unit
+        variance, so each path's output keeps its variance on average) and no further normalisation; the
+        Clebsch-Gordan coefficients carry e3nn's "component" normalisation in both codes.
+
+        Here the weighted paths are then mixed by `TensorLinear` and the latent MLP's first layer, which already
+        have a weight per (channel, path): the coupling does not enlarge the function space, it reparametrises it
+        (a per-path, per-channel gain shared by the tensor and scalar tracks), as in the reference's training.
+        """
+        def init(key, shape, dtype):
+            return jax.random.uniform(key, shape, dtype, -np.sqrt(3.0), np.sqrt(3.0))
+
+        return self.param(f"tp_path_channel_weights_{layer}", init, (self.num_tensor_features, num_paths), dtype)
 
     def _maybe_block(self, x, cutoff, position: str, index: int = 0):
         if self.block_position is None or position != self.block_position:
@@ -150,6 +176,9 @@ class Allegro(nn.Module):
             # The last layer feeds only the scalar track: its tensor product computes the 0e paths alone.
             paths, tp = channelwise_tensor_product(V, env[receivers], v_irreps, sh_irreps,
                                                    ["0e"] if last else out_filter)  # (E, paths dim, C)
+            if self.tp_path_channel_coupling:
+                # After the product, outside its hand-written VJP: one elementwise multiply (see tensor_product).
+                tp = couple_paths(tp, paths, self.path_channel_weights(layer, paths.num_irreps, dtype))
             scalar_rows = np.concatenate([np.arange(sl.start, sl.stop) for (_, ir), sl in zip(paths, paths.slices())
                                           if ir == e3nn.Irrep("0e")])
             # (E, C * n_scalar_paths), channel-major as e3nn's `filter("0e")` of the (E, C, paths) layout.

@@ -11,12 +11,18 @@ is again this function.
 
 The coefficients are read off `e3nn.tensor_product` itself (applied to basis vectors, in float64), so the result
 equals e3nn's channel by channel to rounding (tests/test_tensor_product.py).
+
+Path-channel coupling (nequip-allegro 0.8's ``tp_path_channel_coupling``): a trainable weight w[c, p] per channel c
+and path p = (l1, l2) -> l_out multiplies that path's output (`couple_paths`). It is applied to the product's
+result, outside the hand-written VJP: one elementwise multiply of the (..., paths dim, C) array by a (paths dim, C)
+array, whose derivatives are again single elementwise products (no per-term arrays), while `sparse_bilinear` and its
+transposed tables stay free of traced coefficients.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import e3nn_jax as e3nn
 import jax
@@ -96,18 +102,70 @@ sparse_bilinear.defvjp(_sparse_bilinear_fwd, _sparse_bilinear_bwd)
 
 
 def channelwise_tensor_product(x1: jnp.ndarray, x2: jnp.ndarray, irreps1: e3nn.Irreps, irreps2: e3nn.Irreps,
-                               filter_ir_out: Sequence[str]) -> Tuple[e3nn.Irreps, jnp.ndarray]:
+                               filter_ir_out: Sequence[str], path_weights: Optional[jnp.ndarray] = None
+                               ) -> Tuple[e3nn.Irreps, jnp.ndarray]:
     """Channel-wise tensor product in the channels-last layout: for every channel c, the same as
     e3nn.tensor_product(IrrepsArray(irreps1, x1[..., :, c]), IrrepsArray(irreps2, x2[..., :, c]),
-    filter_ir_out=filter_ir_out).
+    filter_ir_out=filter_ir_out), optionally with path-channel coupling.
 
     Args:
         x1: (..., irreps1.dim, C); x2: (..., irreps2.dim, C), leading shapes broadcastable.
         filter_ir_out: the output irreps to keep, e.g. ["0e", "1o", "2e"] or ["0e"].
+        path_weights: optional (C, P) weights, P = irreps_out.num_irreps paths in the output order (see
+            `channelwise_path_labels`); path p of channel c is multiplied by path_weights[c, p] (`couple_paths`).
     Returns:
         (irreps_out, array (..., irreps_out.dim, C)): one entry per allowed path (l1, l2) -> l_out, in e3nn's
-        order (sorted by irrep).
+        order (sorted by output irrep, then by the position of l1 in irreps1 and of l2 in irreps2).
     """
-    irreps_out, table = channelwise_paths(str(irreps1), str(irreps2),
-                                          tuple(str(e3nn.Irrep(ir)) for ir in filter_ir_out))
-    return irreps_out, sparse_bilinear(table, x1, x2)
+    irreps_out, table = channelwise_paths(str(irreps1), str(irreps2), _filter_key(filter_ir_out))
+    out = sparse_bilinear(table, x1, x2)
+    return irreps_out, out if path_weights is None else couple_paths(out, irreps_out, path_weights)
+
+
+def _filter_key(filter_ir_out: Sequence[str]) -> Tuple[str, ...]:
+    return tuple(str(e3nn.Irrep(ir)) for ir in filter_ir_out)
+
+
+@functools.lru_cache(maxsize=None)
+def channelwise_path_labels(irreps1: str, irreps2: str, filter_ir_out: Tuple[str, ...]
+                            ) -> Tuple[Tuple[e3nn.Irrep, e3nn.Irrep, e3nn.Irrep], ...]:
+    """The path (ir1, ir2, ir_out) of every output irrep of `channelwise_paths`, in the output order.
+
+    Read off the coefficient table (each output component's terms all belong to one path), so the labels follow
+    whatever order e3nn produced. For irreps1 = irreps2 = 0e+1o+2e and all outputs this is nequip-allegro's
+    instruction order too (for each output irrep, for each ir1, for each ir2), so weights are index-compatible.
+    """
+    irreps1, irreps2 = e3nn.Irreps(irreps1), e3nn.Irreps(irreps2)
+    irreps_out, table = channelwise_paths(str(irreps1), str(irreps2), filter_ir_out)
+
+    def owner(irreps, index):
+        return next(ir for (_, ir), sl in zip(irreps, irreps.slices()) if sl.start <= index < sl.stop)
+
+    labels, start = [], 0
+    for mul, ir in irreps_out:
+        for _ in range(mul):
+            i, j, _ = table[start][0]  # a path's first component has a term: CG blocks have no zero rows
+            labels.append((owner(irreps1, i), owner(irreps2, j), ir))
+            start += ir.dim
+    return tuple(labels)
+
+
+def couple_paths(tp: jnp.ndarray, irreps_out: e3nn.Irreps, path_weights: jnp.ndarray) -> jnp.ndarray:
+    """Path-channel coupling: out[..., k, c] = path_weights[c, path(k)] * tp[..., k, c].
+
+    Args:
+        tp: (..., irreps_out.dim, C), a channel-wise tensor product's output.
+        irreps_out: its irreps, one irrep per path (e.g. 3x0e+4x1o+4x2e: 11 paths).
+        path_weights: (C, irreps_out.num_irreps).
+    Returns:
+        (..., irreps_out.dim, C): every path's 2l+1 components scaled by the same weight per channel.
+    Raises:
+        ValueError: path_weights is not (C, number of paths).
+    """
+    irreps_out = e3nn.Irreps(irreps_out)
+    if path_weights.shape != (tp.shape[-1], irreps_out.num_irreps):
+        raise ValueError(f"path_weights must be (channels, paths) = {(tp.shape[-1], irreps_out.num_irreps)}, "
+                         f"got {path_weights.shape}")
+    # Static gather (P, C) -> (dim, C): the weight array is tiny, and the multiply is one fused elementwise op.
+    component_path = np.repeat(np.arange(irreps_out.num_irreps), [ir.dim for mul, ir in irreps_out for _ in range(mul)])
+    return tp * path_weights.T[component_path].astype(tp.dtype)
