@@ -9,6 +9,7 @@ The computation is `qallegro.train.evaluation.evaluate_external`, which training
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -28,7 +29,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from qallegro.train.step import make_steps
 
     potential = load(os.path.join(args.run, "potential.qallegro"))
-    tcfg = TrainConfig.from_dict(potential.metadata.get("training", {}))
+    # the loss weights and batch size it was trained with (options of older qallegro versions are ignored)
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    tcfg = TrainConfig.from_dict({k: v for k, v in potential.metadata.get("training", {}).items() if k in known})
     eval_step = make_steps(potential.model, tcfg, compute_stress=True).eval_step
     sets = dict(item.split("=", 1) for item in args.data)
     results = evaluate_external(sets, eval_step, potential.params, potential.r_max, potential.species, tcfg)

@@ -99,3 +99,44 @@ def test_resume_is_exact(tmp_path):
             log=quiet)
     _params_equal(b.last_state, full.last_state)
     assert len(b.history) == 3
+
+
+def test_batch_loss_is_the_structure_by_structure_weighted_mean(x64):
+    """The loss of a padded batch of structures of different sizes (some without force labels) equals the
+    weighted mean accumulated structure by structure: batch composition and padding change nothing."""
+    from allegro_helpers import random_molecule, small_model
+
+    from qallegro.data.loader import BatchBudget
+    from qallegro.data.structure import make_structure
+
+    rng = np.random.default_rng(3)
+    structures = []
+    for k, n in enumerate((3, 7, 5, 9, 4)):
+        m = random_molecule(rng, n)
+        forces = None if k == 2 else rng.normal(size=(n, 3))
+        structures.append(make_structure(m.Z, m.positions, energy=float(rng.normal() - 3 * n), forces=forces))
+    species = [1, 6, 8]
+    model, params = small_model(species)
+    graphs = [structure_to_graph(s, model.r_max, species) for s in structures]
+
+    def sums_of(loader):
+        total = {}
+        for batch in loader.batches(0):
+            pred = energy_forces_stress(model, params, batch)
+            for key, value in error_sums(pred, batch).items():
+                total[key] = total.get(key, 0.0) + float(value)
+        return total
+
+    one_batch = sums_of(GraphLoader(graphs, batch_size=5, shuffle=False))
+    one_by_one = sums_of(GraphLoader(graphs, batch_size=1, shuffle=False,
+                                     budget=BatchBudget(n_node=40, n_edge=200, n_graph=2)))
+    assert one_batch.keys() == one_by_one.keys()
+    for key in one_batch:
+        np.testing.assert_allclose(one_batch[key], one_by_one[key], rtol=1e-12, atol=1e-12, err_msg=key)
+    loss = float(weighted_loss(one_batch, 1.0, 1000.0))
+    energies = [float(energy_forces_stress(model, params, next(GraphLoader([g], 1, shuffle=False).batches(0)))
+                      ["energy"][0]) for g in graphs]
+    e_terms = [((e - s.energy) / s.n_atoms) ** 2 for e, s in zip(energies, structures)]
+    assert one_batch["n_energy"] == 5 and one_batch["n_forces"] == 3 * (3 + 7 + 9 + 4)
+    np.testing.assert_allclose(one_batch["energy_per_atom_sq"], sum(e_terms), rtol=1e-10)
+    assert np.isfinite(loss) and loss > 0

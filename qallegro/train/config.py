@@ -81,10 +81,6 @@ class TrainConfig:
     #: data-parallel training over this many devices of jax.devices() (None: all of them; 1: off), see
     #: qallegro.train.parallel. The batch is split over the devices; the result equals one device's.
     devices: Optional[int] = None
-    #: padded batch sizes per doubling of the node/edge count (qallegro.data.graphs.padding_budget): every
-    #: padded shape compiles once, so data whose batches vary a lot in size (Cu–Li cells of 4-64 atoms) train
-    #: sooner with 2 or 1 (fewer compilations, more padding) than with 4.
-    pad_sizes_per_doubling: int = 4
     #: after training, refit the per-species energy shifts in closed form on the training residuals
     #: (qallegro.data.statistics.refit_shift)
     refit_shift: bool = True

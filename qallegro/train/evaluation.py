@@ -131,7 +131,7 @@ def evaluate_external(sets: Mapping[str, Any], eval_step: Callable, params: Any,
             as energy_key, see `qallegro.data.readers.read_extxyz`).
         eval_step, params: the model (see `evaluate`).
         r_max: cutoff in Å; species: the model's atomic numbers.
-        cfg: eval_batch_size and padding granularity.
+        cfg: eval_batch_size.
         log: where the per-set summary line goes.
 
     Returns:
@@ -155,7 +155,7 @@ def evaluate_external(sets: Mapping[str, Any], eval_step: Callable, params: Any,
         if not known:
             log(f"external {name}: no frame of {path} with the model's species and the volume bounds, skipped")
             continue
-        loader = make_loader(known, r_max, species, cfg.eval_batch_size, sizes_per_doubling=cfg.pad_sizes_per_doubling)
+        loader = make_loader(known, r_max, species, cfg.eval_batch_size)
         metrics, predictions = evaluate(eval_step, params, loader, cfg, return_predictions=True)
         out = external_metrics(known, predictions, metrics, species)
         out.update(path=os.path.relpath(path), dropped_unknown_species=len(structures) - len(known),

@@ -148,7 +148,8 @@ def fit(model: nn.Module, params: Any, train_loader: GraphLoader, val_loader: Gr
         epoch = progress.epoch
         lr = cfg.learning_rate * float(plateau_state.scale)
         state = state.replace(opt_state=set_learning_rate(state.opt_state, lr))
-        bar = tqdm(batches(epoch, start=progress.batch), total=len(train_loader),
+        n_batches = train_loader.num_batches(epoch)
+        bar = tqdm(batches(epoch, start=progress.batch), total=n_batches,
                    initial=progress.batch, desc=f"epoch {epoch + 1}", leave=False, disable=None)
         for graph in bar:
             state, loss = train_step(state, graph)
@@ -164,10 +165,10 @@ def fit(model: nn.Module, params: Any, train_loader: GraphLoader, val_loader: Gr
             if time.perf_counter() - last_save > 60.0 * cfg.checkpoint_minutes:
                 save_last()
                 last_save = time.perf_counter()
-        if out_of_time and progress.batch < len(train_loader):
+        if out_of_time and progress.batch < n_batches:
             save_last()  # mid-epoch: `--resume` picks up at this batch
             log(f"time limit of {cfg.max_minutes} min reached in epoch {epoch + 1} "
-                f"(batch {progress.batch}/{len(train_loader)}); state saved for --resume")
+                f"(batch {progress.batch}/{n_batches}); state saved for --resume")
             break
 
         val = evaluate(eval_step, state.ema_params, val_loader, cfg)

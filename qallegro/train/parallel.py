@@ -103,13 +103,14 @@ def put_sharded(stacked, mesh: Mesh):
 
 
 def sharded_batches(loader: GraphLoader, mesh: Mesh, epoch: int = 0, start: int = 0) -> Iterator:
-    """The batches of `loader.batches(epoch, start)` (same order, same members), each split over the mesh."""
+    """The batches of `loader.batches(epoch, start)` (same order, same members), each split over the mesh.
+
+    The groups are padded on the budget ladder of `qallegro.data.graphs.padding_budget` (a few shapes per run),
+    not to the loader's fixed budget, which is sized for a whole batch on one device."""
     n = mesh.devices.size
-    order = loader.order(epoch)
     n_graph = math.ceil(loader.batch_size / n) + 1
-    for b in range(start, len(loader)):
-        idx = order[b * loader.batch_size:(b + 1) * loader.batch_size]
-        stacked = split_batch([loader.graphs[k] for k in idx], n, n_graph, loader.sizes_per_doubling)
+    for idx in loader.plan(epoch)[start:]:
+        stacked = split_batch([loader.graphs[k] for k in idx], n, n_graph)
         loader.shapes_seen.add(graph_shape(jax.tree.map(lambda x: x[0], stacked)))
         yield put_sharded(stacked, mesh)
 

@@ -15,13 +15,14 @@ import json
 import os
 import platform
 import time
-from typing import Any, Callable, Dict, List, Mapping, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
 
 from qallegro import plots
-from qallegro.data.loader import GraphLoader, make_loader
+from qallegro.data.graphs import structure_to_graph
+from qallegro.data.loader import BatchBudget, GraphLoader, fit_budget
 from qallegro.data.readers import read_structures
 from qallegro.data.splits import resolve_split_sizes, train_val_test_split
 from qallegro.data.statistics import refit_shift
@@ -103,15 +104,17 @@ def run_training(cfg: Mapping[str, Any], out: str, seed: int = 0, resume: bool =
     train, val, test = load_splits(data, seed)
     prepared = prepare(train, cfg["model"], seed=seed, dtype=dtype)
     r_max, species = prepared.model_config["r_max"], prepared.species
-    pad = tcfg.pad_sizes_per_doubling
-    train_loader = GraphLoader(prepared.train_graphs, tcfg.batch_size, shuffle=True, seed=seed,
-                               sizes_per_doubling=pad)
-    val_loader = make_loader(val, r_max, species, tcfg.eval_batch_size, sizes_per_doubling=pad)
+    # One padded shape for training and one for every evaluation, both derived from the training graphs.
+    train_loader = GraphLoader(prepared.train_graphs, tcfg.batch_size, shuffle=True, seed=seed)
+    eval_budget = fit_budget(prepared.train_graphs, tcfg.eval_batch_size)
+    val_loader = _eval_loader(val, r_max, species, tcfg.eval_batch_size, eval_budget)
     compute_stress = any(s.stress is not None for s in train)
     n_params = count_parameters(prepared.params)
     log(f"{len(train)} train / {len(val)} validation / {len(test)} test structures; species {species}; "
         f"avg_num_neighbors {prepared.statistics.avg_num_neighbors:.2f}; {n_params} parameters; "
         f"devices {jax.devices()}; data prepared in {time.perf_counter() - t0:.1f} s")
+    log(f"batches padded to {train_loader.budget} (training; padding {_percent(train_loader)}) and "
+        f"{val_loader.budget} (evaluation; padding {_percent(val_loader)})")
     os.makedirs(out, exist_ok=True)
     statistics = prepared.statistics
 
@@ -126,7 +129,7 @@ def run_training(cfg: Mapping[str, Any], out: str, seed: int = 0, resume: bool =
     params, eval_step = result.best_params, result.eval_step
     if tcfg.refit_shift:
         # Closed-form refit of the per-species energy shifts on the training residuals (see refit_shift).
-        train_eval = GraphLoader(prepared.train_graphs, tcfg.eval_batch_size, shuffle=False, sizes_per_doubling=pad)
+        train_eval = GraphLoader(prepared.train_graphs, tcfg.eval_batch_size, shuffle=False, budget=eval_budget)
         _, train_pred = evaluate(eval_step, params, train_eval, tcfg, return_predictions=True)
         statistics = statistics.replace(species_shift=refit_shift(train, species, train_pred["energy_pred"],
                                                                   statistics.species_shift))
@@ -137,7 +140,7 @@ def run_training(cfg: Mapping[str, Any], out: str, seed: int = 0, resume: bool =
     val_metrics = evaluate(eval_step, params, val_loader, tcfg)
     test_metrics = {}
     if test:
-        test_loader = make_loader(test, r_max, species, tcfg.eval_batch_size, sizes_per_doubling=pad)
+        test_loader = _eval_loader(test, r_max, species, tcfg.eval_batch_size, eval_budget)
         test_metrics, predictions = evaluate(eval_step, params, test_loader, tcfg, return_predictions=True)
     else:
         val_metrics, predictions = evaluate(eval_step, params, val_loader, tcfg, return_predictions=True)
@@ -167,6 +170,17 @@ def run_training(cfg: Mapping[str, Any], out: str, seed: int = 0, resume: bool =
                    dtype=dtype_name, metadata={k: results[k] for k in ARTIFACT_METADATA_KEYS if k in results})
     log(f"potential: {os.path.join(out, 'potential.qallegro')}")
     return results
+
+
+def _eval_loader(structures: Sequence[Structure], r_max: float, species: Sequence[int], batch_size: int,
+                 budget: BatchBudget) -> GraphLoader:
+    graphs = [structure_to_graph(s, r_max, species) for s in structures]
+    return GraphLoader(graphs, batch_size, shuffle=False, budget=budget.covering(graphs))
+
+
+def _percent(loader: GraphLoader) -> str:
+    fractions = loader.padding_fraction(0)
+    return f"{100 * fractions['nodes']:.0f} % of nodes, {100 * fractions['edges']:.0f} % of edges"
 
 
 def write_json(path: str, payload: Mapping[str, Any]) -> None:
