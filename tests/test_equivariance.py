@@ -1,4 +1,5 @@
-"""E(3) invariance of the energy and equivariance of forces (and stress), and permutation symmetry.
+"""E(3) invariance of the energy and equivariance of forces (and stress), and permutation symmetry; with and
+without path-channel coupling (an invariant weight per path and channel keeps every path equivariant).
 
 Tolerances: float64 throughout, relative 1e-9 on energies and absolute 1e-9 eV/Å on forces (round-off only);
 a float32 check with 1e-4 relative shows the default precision is also sound.
@@ -20,11 +21,11 @@ def transformed(s, matrix, translation=np.zeros(3), perm=None):
     return make_structure(s.Z[perm], s.positions[perm] @ matrix.T + translation, cell=cell, pbc=s.pbc)
 
 
-@pytest.mark.parametrize("parity", [False, True])
-def test_rotation_reflection_translation_molecule(x64, parity):
+@pytest.mark.parametrize("parity, coupling", [(False, False), (True, False), (True, True)])
+def test_rotation_reflection_translation_molecule(x64, parity, coupling):
     rng = np.random.default_rng(1)
     mol = random_molecule(rng, 7, SPECIES)
-    model, params = small_model(SPECIES, parity=parity)
+    model, params = small_model(SPECIES, parity=parity, tp_path_channel_coupling=coupling)
     E0, (F0,), _ = predict(model, params, [mol], species=SPECIES, compute_stress=False)
     assert np.abs(F0).max() > 1e-3  # the test is meaningful only if forces are non-trivial
     for k in range(3):

@@ -1,7 +1,12 @@
-"""Forces are -dE/dr and stress is the strain derivative (finite differences); padding and batch composition do
-not change results; a periodic cell equals its supercell per atom; isolated atoms are allowed."""
+"""Forces are -dE/dr (with and without path-channel coupling) and stress is the strain derivative (finite
+differences); padding and batch composition do not change results; a periodic cell equals its supercell per atom;
+isolated atoms are allowed; a potential saved before the coupling option gives the numbers it gave then."""
 
+import os
+
+import jax
 import numpy as np
+import pytest
 from allegro_helpers import predict, random_crystal, random_molecule, small_model
 
 from qallegro.data.structure import make_structure
@@ -13,9 +18,10 @@ def energy(model, params, s, species):
     return predict(model, params, [s], species=species, compute_stress=False)[0][0]
 
 
-def test_forces_equal_central_finite_differences(x64):
+@pytest.mark.parametrize("coupling", [False, True])
+def test_forces_equal_central_finite_differences(x64, coupling):
     mol = random_molecule(np.random.default_rng(0), 5, SPECIES)
-    model, params = small_model(SPECIES)
+    model, params = small_model(SPECIES, tp_path_channel_coupling=coupling)
     _, (F,), _ = predict(model, params, [mol], species=SPECIES, compute_stress=False)
     h = 1e-5
     fd = np.zeros_like(F)
@@ -105,3 +111,24 @@ def test_energy_is_smooth_at_the_cutoff(x64):
     far = energy(model, params, make_structure([6, 8], [[0, 0, 0], [r_max + 1.0, 0, 0]]), SPECIES)
     assert abs(e[1] - far) < 1e-12 and abs(e[2] - far) < 1e-14
     assert abs(e[0] - far) < 1e-8
+
+
+def test_potential_saved_before_path_channel_coupling_loads_unchanged():
+    """The committed aspirin potential predates `tp_path_channel_coupling`: its config lacks the key, so the model
+    builds without coupling weights, the saved parameters fit, and the energy is the one computed before the option
+    existed (float32, on this 21-atom frame)."""
+    from ase.io import read
+
+    from qallegro.potential import load, read_artifact
+
+    data = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+    artifact = read_artifact(os.path.join(data, "aspirin-allegro-cpu-6min.qallegro"))
+    assert "tp_path_channel_coupling" not in artifact["model_config"]
+    assert not [k for k in artifact["params"]["params"] if k.startswith("tp_path_channel_weights")]
+    potential = load(os.path.join(data, "aspirin-allegro-cpu-6min.qallegro"))
+    atoms = read(os.path.join(data, "aspirin.xyz"))
+    energy, forces = potential.energy_and_forces(atoms.positions, atoms.numbers)
+    assert potential.model.tp_path_channel_coupling is False
+    assert jax.tree.structure(potential.params) == jax.tree.structure(artifact["params"])
+    np.testing.assert_allclose(float(energy), -17618.103515625, rtol=1e-6)  # eV, computed before the change
+    np.testing.assert_allclose(np.asarray(forces)[0], [0.7311578, 0.27660644, -0.62522805], atol=1e-4)  # eV/Å
