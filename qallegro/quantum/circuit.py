@@ -29,11 +29,12 @@ as they are.
 
 Where the parts live:
 
-* :mod:`.config`: the hyperparameters (:class:`~qallegro.quantum.config.QDIConfig`), their
+* :mod:`qallegro.quantum.config`: the hyperparameters (:class:`~qallegro.quantum.config.QDIConfig`), their
   validation, static shapes and the weight initialiser;
-* :mod:`.gate_path` and :mod:`.fused_path`: the two simulation paths, which give the same numbers
-  (tests check both against PennyLane), on the real-pair kernels of :mod:`.kernels`;
-* :mod:`.method`: the choice between them (``method="auto"``);
+* :mod:`qallegro.quantum.gate_path` and :mod:`qallegro.quantum.fused_path`: the two simulation paths, which
+  give the same numbers (tests check both against PennyLane), on the real-pair kernels of
+  :mod:`qallegro.quantum.kernels`;
+* :mod:`qallegro.quantum.method`: the choice between them (``method="auto"``);
 * this module: validation of inputs and weights, the precision rule, and the entry points
   :func:`qdi_state`, :func:`qdi_probabilities`, :func:`z_expectations`, :func:`qdi_expectations`.
 """

@@ -445,7 +445,9 @@ def from_pairs(pairs, n_qubits: int) -> jax.Array:
 
 
 def apply_product_pairs(pairs, gates, n_qubits: int, max_block: int = 4) -> jax.Array:
-    """Apply ``gates[0] (x) ... (x) gates[n-1]`` (one single-qubit gate per wire) to a real-pair state.
+    """Apply the tensor product of ``gates`` (one single-qubit gate per wire) to a real-pair state.
+
+    The product is ``gates[0] (x) ... (x) gates[n-1]``.
 
     Each block of up to ``max_block`` wires becomes one ``(2D, 2D)`` real matrix (:func:`pair_matrix`
     of the Kronecker product of its gates) applied to the state's minor axis as a GEMM; the block
