@@ -16,7 +16,10 @@ Path-channel coupling (nequip-allegro 0.8's ``tp_path_channel_coupling``): a tra
 and path p = (l1, l2) -> l_out multiplies that path's output (`couple_paths`). It is applied to the product's
 result, outside the hand-written VJP: one elementwise multiply of the (..., paths dim, C) array by a (paths dim, C)
 array, whose derivatives are again single elementwise products (no per-term arrays), while `sparse_bilinear` and its
-transposed tables stay free of traced coefficients.
+transposed tables stay free of traced coefficients. XLA fuses the multiply with the stacking of the product's
+components: an aspirin force call measured within the noise (+-4 %) of the time without coupling, and a training
+step no slower (folding the weights into the next layer's linear maps instead, which saves the per-edge multiply,
+measured no faster).
 """
 
 from __future__ import annotations
