@@ -64,3 +64,14 @@ def test_version_1_artifact_loads_and_resaves_as_version_2_with_the_same_numbers
     e_old, f_old = load(COMMITTED).energy_and_forces(positions, [6, 1, 1])
     e_new, f_new = load(path).energy_and_forces(positions, [6, 1, 1])
     assert float(e_old) == float(e_new) and np.array_equal(np.asarray(f_old), np.asarray(f_new))
+
+
+def test_the_library_workflow_does_not_import_the_command_line():
+    """Training, evaluation, HPO and timing live in qallegro: importing them pulls in nothing of experiments/."""
+    import subprocess
+    import sys
+
+    code = ("import sys, qallegro.train.run, qallegro.train.evaluation, qallegro.hpo.objective, qallegro.timing; "
+            "bad = sorted(m for m in sys.modules if m == 'experiments' or m.startswith('experiments.')); "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(HERE))
