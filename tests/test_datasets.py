@@ -214,7 +214,8 @@ def test_every_dataset_and_model_pair_has_a_config():
         for profile in ("cpu", "paper"):
             cfg = load_config(dataset, profile)
             assert cfg["model"]["r_max"] > 0 and cfg["training"]["max_epochs"] >= 1
-        assert load_config(dataset, "cpu")["training"].get("max_minutes") is not None
+        cpu = load_config(dataset, "cpu")["training"]  # the cpu profile is a bounded run: minutes or few epochs
+        assert cpu.get("max_minutes") is not None or cpu["max_epochs"] <= 100
     culi = load_config("culi", "cpu")
     assert culi["training"]["stress_weight"] > 0 and os.path.isabs(culi["dataset"]["external"]["mlearn_Cu_test"])
     generic = load_config("extxyz:some/dir/my.extxyz.gz", "cpu")
