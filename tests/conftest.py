@@ -29,3 +29,26 @@ def tiny_config(tmp_path):
         "        latent_mlp: [16], readout_mlp: [8]}\n"
         "training: {batch_size: 4, eval_batch_size: 6, max_minutes: null}\n")
     return str(tmp_path / "tiny.yaml")
+
+
+@pytest.fixture
+def jax_compilation_cache(tmp_path):
+    """JAX's persistent compilation cache in a temporary directory, for this test only.
+
+    A program compiled again from new jitted functions (a resumed run, the next trial of a study) is then
+    loaded instead of compiled: the same executable, so nothing checked changes. JAX decides whether to use the
+    cache at the first compilation of the process, so the cache is reset on entry (and again on exit, with the
+    previous settings restored)."""
+    from jax.experimental.compilation_cache import compilation_cache
+
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+    before = {name: getattr(jax.config, name) for name in names}
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path / "jax-cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    compilation_cache.reset_cache()
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            jax.config.update(name, value)
+        compilation_cache.reset_cache()

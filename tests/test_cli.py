@@ -9,7 +9,8 @@ import pytest
 from experiments.run import build_parser, main
 
 
-def test_train_command_writes_results(tmp_path, tiny_config, capsys):
+def test_train_command_writes_results(tmp_path, tiny_config, capsys, jax_compilation_cache):
+    # jax_compilation_cache: the resumed run loads the programs the first run compiled
     out = str(tmp_path / "run")
     assert main(["--dataset", "rmd17-aspirin", "--config", tiny_config, "--max-epochs", "1", "--out", out]) == 0
     for name in ("results.json", "metrics.csv", "parity.png", "learning_curve.png", "config.json"):

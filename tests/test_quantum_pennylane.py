@@ -7,9 +7,15 @@ compared against it at 1e-10 in float64 (both simulation paths) and at 1e-5 in f
 with two re-uploaded chunks; gradients are the
 vector-Jacobian product with a random cotangent, w.r.t. inputs and weights together (the weight
 gradient, a sum over the batch, is compared per sample).
+
+Options: the full grid (depth x rotation x entangling x measure x measurement mode, 108 circuits) at 1 and 2
+qubits; from 3 qubits on, where the simulation code is the same but every circuit costs more, a pairwise
+covering subset of that grid (every pair of option values appears in at least one circuit, ~12 circuits), a
+different subset for each qubit count.
 """
 
 import itertools
+import random
 
 import jax
 import jax.numpy as jnp
@@ -30,7 +36,35 @@ from pennylane import numpy as pnp  # noqa: E402
 
 from qallegro.quantum.pennylane_twin import make_qnode  # noqa: E402
 
-COMBOS = list(itertools.product(ROTATIONS, ENTANGLINGS, MEASURES, MEASUREMENT_MODES))
+DEPTHS = (1, 2)
+OPTIONS = (DEPTHS, ROTATIONS, ENTANGLINGS, MEASURES, MEASUREMENT_MODES)
+GRID = list(itertools.product(*OPTIONS))
+#: qubit counts compared on every option combination; larger ones on a pairwise covering subset
+FULL_GRID_QUBITS = (1, 2)
+
+
+def _pairs(row):
+    return {(i, row[i], j, row[j]) for i in range(len(row)) for j in range(i + 1, len(row))}
+
+
+def pairwise_cover(options, seed):
+    """A subset of the grid `product(*options)` in which every pair of values of two different options occurs
+    (greedy: repeatedly the combination that covers the most uncovered pairs; `seed` orders the ties)."""
+    grid = list(itertools.product(*options))
+    random.Random(seed).shuffle(grid)
+    uncovered = set().union(*map(_pairs, grid))
+    chosen = []
+    while uncovered:
+        best = max(grid, key=lambda row: len(_pairs(row) & uncovered))
+        chosen.append(best)
+        uncovered -= _pairs(best)
+    return chosen
+
+
+def combinations(n_qubits):
+    return GRID if n_qubits in FULL_GRID_QUBITS else pairwise_cover(OPTIONS, seed=n_qubits)
+
+
 TOL = {"float64": 1e-10, "float32": 1e-5}
 
 
@@ -84,8 +118,7 @@ def _ours(cfg, x, w, ct, method, dtype):
 @pytest.mark.parametrize("n_qubits", [1, 2, 3, 4, 6])
 def test_values_and_gradients_match_pennylane(n_qubits):
     failures = []
-    for i, (depth, (rotation, entangling, measure, mode)) in enumerate(
-            itertools.product((1, 2), COMBOS)):
+    for i, (depth, rotation, entangling, measure, mode) in enumerate(combinations(n_qubits)):
         cfg = QDIConfig(n_qubits=n_qubits, depth=depth, in_features=2 * n_qubits, rotation=rotation,
                         entangling=entangling, measure=measure, measurement_mode=mode)
         x, w, ct = _problem(cfg, seed=1000 * n_qubits + i)
@@ -111,3 +144,11 @@ def test_values_and_gradients_match_pennylane(n_qubits):
                         if not err <= tol:
                             failures.append(f"{cfg} {method} {dtype_name} {what}: excess {err:.2e}")
     assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("n_qubits", [3, 4, 6])
+def test_subsets_cover_every_pair_of_options(n_qubits):
+    rows = combinations(n_qubits)
+    assert len(set(rows)) == len(rows) < len(GRID) / 6
+    for i, j in itertools.combinations(range(len(OPTIONS)), 2):
+        assert {(r[i], r[j]) for r in rows} == set(itertools.product(OPTIONS[i], OPTIONS[j])), (i, j)
