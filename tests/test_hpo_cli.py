@@ -3,17 +3,14 @@ re-running resumes without new trials, and a study's front transfers to another 
 
 import json
 
-import jax
 import numpy as np
 
 from experiments.run import main
 
 
-def test_hpo_command_study_resume_and_transfer(tmp_path, tiny_config, capsys):
+def test_hpo_command_study_resume_and_transfer(tmp_path, tiny_config, capsys, jax_compilation_cache):
     # Only the learning rate varies, so every trial compiles the same programs: with JAX's persistent
-    # compilation cache the later trials skip compilation and the test stays short.
-    jax.config.update("jax_compilation_cache_dir", str(tmp_path / "jax-cache"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    # compilation cache (the fixture) the later trials skip compilation and the test stays short.
     space = tmp_path / "space.yaml"
     space.write_text("training.learning_rate: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}\n")
     out = tmp_path / "study"

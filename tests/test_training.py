@@ -72,7 +72,8 @@ def _params_equal(a, b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def test_resume_is_exact(tmp_path):
+def test_resume_is_exact(tmp_path, jax_compilation_cache):
+    # jax_compilation_cache: every fit builds new jitted steps; the later fits load the first one's programs
     prepared, train_loader, val_loader = setup()
     cfg = TrainConfig(learning_rate=5e-3, batch_size=5, max_epochs=3, plateau_patience=1, seed=1)
 
