@@ -36,9 +36,9 @@ def jax_compilation_cache(tmp_path):
     """JAX's persistent compilation cache in a temporary directory, for this test only.
 
     A program compiled again from new jitted functions (a resumed run, the next trial of a study) is then
-    loaded instead of compiled: the same executable, so nothing checked changes. JAX decides whether to use the
-    cache at the first compilation of the process, so the cache is reset on entry (and again on exit, with the
-    previous settings restored)."""
+    loaded instead of compiled: the same executable, so nothing checked changes. JAX opens the cache directory
+    once per process (at the first compilation after a directory is set), so the cache is reset on entry, to
+    use this test's directory, and on exit, with the previous settings restored, so later tests use none."""
     from jax.experimental.compilation_cache import compilation_cache
 
     names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
