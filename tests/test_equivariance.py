@@ -21,11 +21,13 @@ def transformed(s, matrix, translation=np.zeros(3), perm=None):
     return make_structure(s.Z[perm], s.positions[perm] @ matrix.T + translation, cell=cell, pbc=s.pbc)
 
 
-@pytest.mark.parametrize("parity, coupling", [(False, False), (True, False), (True, True)])
-def test_rotation_reflection_translation_molecule(x64, parity, coupling):
+@pytest.mark.parametrize("parity, coupling, architecture", [
+    (False, False, "qallegro-residual"), (True, False, "qallegro-residual"), (True, True, "qallegro-residual"),
+    (False, True, "nequip-allegro-0.8"), (True, True, "nequip-allegro-0.8"), (True, False, "nequip-allegro-0.8")])
+def test_rotation_reflection_translation_molecule(x64, parity, coupling, architecture):
     rng = np.random.default_rng(1)
     mol = random_molecule(rng, 7, SPECIES)
-    model, params = small_model(SPECIES, parity=parity, tp_path_channel_coupling=coupling)
+    model, params = small_model(SPECIES, parity=parity, tp_path_channel_coupling=coupling, architecture=architecture)
     E0, (F0,), _ = predict(model, params, [mol], species=SPECIES, compute_stress=False)
     assert np.abs(F0).max() > 1e-3  # the test is meaningful only if forces are non-trivial
     for k in range(3):

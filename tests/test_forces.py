@@ -18,10 +18,11 @@ def energy(model, params, s, species):
     return predict(model, params, [s], species=species, compute_stress=False)[0][0]
 
 
-@pytest.mark.parametrize("coupling", [False, True])
-def test_forces_equal_central_finite_differences(x64, coupling):
+@pytest.mark.parametrize("coupling, architecture", [(False, "qallegro-residual"), (True, "qallegro-residual"),
+                                                    (True, "nequip-allegro-0.8")])
+def test_forces_equal_central_finite_differences(x64, coupling, architecture):
     mol = random_molecule(np.random.default_rng(0), 5, SPECIES)
-    model, params = small_model(SPECIES, tp_path_channel_coupling=coupling)
+    model, params = small_model(SPECIES, tp_path_channel_coupling=coupling, architecture=architecture)
     _, (F,), _ = predict(model, params, [mol], species=SPECIES, compute_stress=False)
     h = 1e-5
     fd = np.zeros_like(F)
@@ -36,10 +37,11 @@ def test_forces_equal_central_finite_differences(x64, coupling):
     assert np.abs(F).max() > 1e-2
 
 
-def test_stress_equals_strain_derivative(x64):
+@pytest.mark.parametrize("architecture", ["qallegro-residual", "nequip-allegro-0.8"])
+def test_stress_equals_strain_derivative(x64, architecture):
     species = [3, 29]
     crystal = random_crystal(np.random.default_rng(1), 3, species)
-    model, params = small_model(species)
+    model, params = small_model(species, architecture=architecture)
     _, _, (S,) = predict(model, params, [crystal], species=species)
     volume = abs(np.linalg.det(crystal.cell))
     h = 1e-5
@@ -57,10 +59,11 @@ def test_stress_equals_strain_derivative(x64):
     assert np.abs(S).max() > 1e-3
 
 
-def test_padding_and_batch_composition_do_not_change_results(x64):
+@pytest.mark.parametrize("architecture", ["qallegro-residual", "nequip-allegro-0.8"])
+def test_padding_and_batch_composition_do_not_change_results(x64, architecture):
     rng = np.random.default_rng(2)
     mols = [random_molecule(rng, n, SPECIES) for n in (4, 6, 9)]
-    model, params = small_model(SPECIES)
+    model, params = small_model(SPECIES, architecture=architecture)
     E_alone, F_alone = [], []
     for m in mols:
         e, (f,), _ = predict(model, params, [m], species=SPECIES, compute_stress=False)

@@ -13,21 +13,26 @@ from qallegro.data.structure import make_structure
 from qallegro.potential import energy_forces_stress
 
 SPECIES = [1, 6, 8]
+REFERENCE = "nequip-allegro-0.8"
 VARIANTS = [
     dict(family="allegro-mlp", block_depth=2, block_width=8),
     dict(family="allegro-mlp", block_depth=3, block_width=8, block_position="latent"),
     dict(family="allegro-qdi", n_qubits=2, qdi_depth=2, in_features=4),
     dict(family="allegro-qdi", n_qubits=3, qdi_depth=1, block_position="two_body", entangling="basic",
          measure="Z", measurement_mode="single", rotation="X"),
+    # The reference layout (dense scalar track): the readout block sees the concatenated features.
+    dict(family="allegro-mlp", block_depth=2, block_width=8, architecture=REFERENCE),
+    dict(family="allegro-qdi", n_qubits=2, qdi_depth=1, block_position="latent", architecture=REFERENCE),
 ]
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: f"{v['family']}-{v.get('block_position', 'readout')}")
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: f"{v['family']}-{v.get('block_position', 'readout')}"
+                                                          f"{'-reference' if 'architecture' in v else ''}")
 def test_variant_symmetries_and_forces(x64, variant):
     rng = np.random.default_rng(0)
     mol = random_molecule(rng, 5, SPECIES)
     model, params = small_model(SPECIES, **variant)
-    base, base_params = small_model(SPECIES)
+    base, base_params = small_model(SPECIES, architecture=variant.get("architecture", "qallegro-residual"))
     E0, (F0,), _ = predict(model, params, [mol], species=SPECIES, compute_stress=False)
     # the block matters: same shared weights without it give another energy
     assert abs(E0[0] - predict(base, base_params, [mol], species=SPECIES, compute_stress=False)[0][0]) > 1e-6

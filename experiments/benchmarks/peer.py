@@ -46,7 +46,8 @@ ASPIRIN_NPZ = os.path.join(ROOT, "experiments", "data", "rmd17_aspirin_test_01.n
 
 QALLEGRO_MODEL = dict(family="allegro", r_max=5.0, l_max=2, num_layers=2, num_tensor_features=16,
                       two_body_mlp=[32, 64, 128], latent_mlp=[128], readout_mlp=[32], parity=False, num_bessel=8,
-                      cutoff_p=6.0, activation="silu", tp_path_channel_coupling=True)
+                      cutoff_p=6.0, activation="silu", tp_path_channel_coupling=True,
+                      architecture="nequip-allegro-0.8")
 PEER_MODEL = dict(r_max=5.0, l_max=2, parity=False,
                   radial_chemical_embed={"_target_": "allegro.nn.TwoBodyBesselScalarEmbed", "num_bessels": 8,
                                          "bessel_trainable": False, "polynomial_cutoff_p": 6},

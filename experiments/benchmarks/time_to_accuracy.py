@@ -406,10 +406,16 @@ def differences(settings: Dict[str, Any], threads: Optional[int], report: Option
         items.append(f"Model: path-channel coupling is {'on' if coupled_peer else 'off'} in the peer "
                      f"(`tp_path_channel_coupling`) but {'on' if coupled_q else 'off'} in qallegro (peer.py's "
                      "dicts as read at run time), so the parameter counts differ.")
+    if q.get("architecture") != "nequip-allegro-0.8":
+        items.append(f"Model: qallegro runs its {q.get('architecture', 'qallegro-residual')!r} layout, not the "
+                     "reference's (architecture 'nequip-allegro-0.8'), so the networks differ.")
+        items.append("Initial weights: qallegro zero-initialises the last readout layer of its residual layout; "
+                     "nequip's starts random.")
     items += [
-        "Initial weights: each code's own initialiser from the same seed (flax vs nequip/e3nn), so the numbers "
-        "differ; qallegro also zero-initialises the last readout layer (its untrained model predicts the fitted "
-        "shifts exactly), nequip's last readout layer starts random.",
+        "Initial weights: the same distributions on both sides (nequip's: unit-variance uniform weights scaled by "
+        "gain / sqrt(fan_in) in the forward pass, N(0, 1) species embeddings, U(-sqrt 3, sqrt 3) path weights; "
+        "tests/test_reference_architecture.py shows equal weights give equal outputs), drawn by different random "
+        "generators from the same seed, so the initial numbers differ.",
         "Data order: both reshuffle the same training frames every epoch, qallegro from (seed, epoch) with numpy, "
         "the peer with torch's seeded DataLoader generator, so batches differ.",
         "Loss scale: nequip normalises the loss coefficients to sum to 1 (loss / (λE + λF)); compensated exactly by "

@@ -9,8 +9,10 @@ carries two tracks:
 
 Layer k computes the environment of the centre, Gamma_i = sum_j w_k(x_ij) * Y(r_ij) / sqrt(avg_num_neighbors),
 takes the channel-wise tensor product V_ij (x) Gamma_i, feeds its invariant 0e outputs together with x_ij to a
-latent MLP (residual update, multiplied by the cutoff so the latent vanishes smoothly at r_max) and mixes its
-tensor outputs linearly into the next V_ij. With `tp_path_channel_coupling` (nequip-allegro 0.8's option of the
+latent MLP and forms the next V_ij from its tensor outputs. Two layouts of these layers exist (`architecture`):
+nequip-allegro 0.8's (qallegro.nn.allegro_reference, used by every experiment config) and the residual layout of
+qallegro's first potentials, written below: a residual latent update multiplied by the cutoff (so the latent
+vanishes smoothly at r_max) and a linear mixing of the tensor outputs into the next V_ij. With `tp_path_channel_coupling` (nequip-allegro 0.8's option of the
 same name, on in its published configs), every path (l1, l2) -> l_out of the tensor product is multiplied, channel
 by channel, by a trainable weight before the paths are combined. A readout MLP maps the final latent to an edge
 energy; edge energies sum onto their centre, a per-species scale and shift give the atomic energy, and atomic
@@ -29,10 +31,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from qallegro.nn.allegro_reference import reference_atom_energies
 from qallegro.nn.mlp import MLP
 from qallegro.nn.radial import bessel_basis, polynomial_cutoff
 from qallegro.nn.tensor_linear import TensorLinear, produced_irreps
 from qallegro.nn.tensor_product import channelwise_tensor_product, couple_paths
+
+
+#: The two layouts of Allegro's layers (the `architecture` field): nequip-allegro 0.8's, and the residual layout of
+#: qallegro's first potentials, kept so that they load and reproduce their numbers.
+ARCHITECTURES = ("nequip-allegro-0.8", "qallegro-residual")
 
 
 def tensor_irreps(l_max: int, parity: bool) -> e3nn.Irreps:
@@ -65,6 +73,10 @@ class Allegro(nn.Module):
             0.8's ``tp_path_channel_coupling`` (see `path_channel_weights`). Off by default so that potentials
             saved without it (their model config lacks the key) load with their parameters and numbers unchanged;
             the experiment configs turn it on, as the reference's configs do.
+        architecture: the layout of the layers, one of `ARCHITECTURES`. "nequip-allegro-0.8" is the reference's
+            (qallegro.nn.allegro_reference: species-pair embedding, bias-free forward-normalised MLPs, a dense
+            scalar track, paths summed per irrep); the experiment configs use it. "qallegro-residual" (described
+            above) is the default so that potentials saved before the field existed load unchanged.
     """
 
     num_species: int
@@ -83,6 +95,7 @@ class Allegro(nn.Module):
     species_shift: Optional[Sequence[float]] = None
     activation: str = "silu"
     tp_path_channel_coupling: bool = False
+    architecture: str = "qallegro-residual"
 
     #: Where a variant's extra block acts on the edge latent: "two_body" (after the two-body MLP), "latent"
     #: (after every layer's latent update, one block per layer) or "readout" (before the readout MLP);
@@ -118,30 +131,12 @@ class Allegro(nn.Module):
         # Residual and multiplied by the cutoff, so the latent still vanishes smoothly at r_max.
         return x + cutoff * self.edge_block(x, f"{position}_block_{index}")
 
-    @nn.compact
-    def __call__(self, edge_vectors: jnp.ndarray, node_species: jnp.ndarray, senders: jnp.ndarray,
-                 receivers: jnp.ndarray, edge_mask: jnp.ndarray) -> jnp.ndarray:
-        """Atomic energies.
-
-        Args:
-            edge_vectors: (E, 3) r_ij = x_j - x_i (+ periodic shift) in Å.
-            node_species: (N,) int species indices.
-            senders, receivers: (E,) neighbour j and centre i of each edge.
-            edge_mask: (E,) bool, False for padding edges (their vectors may be anything, even zero).
-        Returns:
-            (N,) atomic energies in eV (an atom without neighbours gets its species shift).
-        """
-        if self.num_layers < 1:
-            raise ValueError(f"num_layers must be >= 1, got {self.num_layers}")
+    def _residual_atom_energies(self, vectors, lengths, node_species, senders, receivers, edge_mask):
+        """Unscaled atomic energies (N,) of the "qallegro-residual" layout (arguments as
+        `qallegro.nn.allegro_reference.reference_atom_energies`)."""
         num_nodes = node_species.shape[0]
         C = self.num_tensor_features
-        dtype = edge_vectors.dtype
-
-        # Padding edges get a safe vector beyond r_max: no NaN in the gradient of |r| at r = 0, and the
-        # cutoff zeroes all they contribute.
-        safe = jnp.zeros_like(edge_vectors).at[:, 0].set(2.0 * self.r_max)
-        vectors = jnp.where(edge_mask[:, None], edge_vectors, safe)
-        lengths = jnp.linalg.norm(vectors, axis=-1)
+        dtype = vectors.dtype
         cutoff = (polynomial_cutoff(lengths, self.r_max, self.cutoff_p) * edge_mask).astype(dtype)[:, None]
         radial = bessel_basis(lengths, self.num_bessel, self.r_max)
 
@@ -149,8 +144,6 @@ class Allegro(nn.Module):
         one_hot = jax.nn.one_hot(node_species, self.num_species, dtype=dtype)
         x = jnp.concatenate([one_hot[receivers], one_hot[senders], radial], axis=-1)
         x = MLP(self.two_body_mlp, self.activation, activate_final=True, name="two_body_mlp")(x) * cutoff
-        if self.block_position not in (None, "two_body", "latent", "readout"):
-            raise ValueError(f"block_position must be two_body, latent or readout, got {self.block_position!r}")
         x = self._maybe_block(x, cutoff, "two_body")
         latent_size = x.shape[-1]
 
@@ -199,7 +192,38 @@ class Allegro(nn.Module):
         edge_energy = edge_energy * cutoff[:, 0]
         # Normalised sum (Allegro's normalize_edge_energy_sum): the energy's sensitivity to the readout bias
         # does not grow with the number of neighbours.
-        atom_energy = jax.ops.segment_sum(edge_energy, receivers, num_segments=num_nodes) * norm
+        return jax.ops.segment_sum(edge_energy, receivers, num_segments=num_nodes) * norm
+
+    @nn.compact
+    def __call__(self, edge_vectors: jnp.ndarray, node_species: jnp.ndarray, senders: jnp.ndarray,
+                 receivers: jnp.ndarray, edge_mask: jnp.ndarray) -> jnp.ndarray:
+        """Atomic energies.
+
+        Args:
+            edge_vectors: (E, 3) r_ij = x_j - x_i (+ periodic shift) in Å.
+            node_species: (N,) int species indices.
+            senders, receivers: (E,) neighbour j and centre i of each edge.
+            edge_mask: (E,) bool, False for padding edges (their vectors may be anything, even zero).
+        Returns:
+            (N,) atomic energies in eV (an atom without neighbours gets its species shift).
+        """
+        if self.num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {self.num_layers}")
+        if self.block_position not in (None, "two_body", "latent", "readout"):
+            raise ValueError(f"block_position must be two_body, latent or readout, got {self.block_position!r}")
+        dtype = edge_vectors.dtype
+
+        # Padding edges get a safe vector beyond r_max: no NaN in the gradient of |r| at r = 0, and the
+        # cutoff zeroes all they contribute.
+        safe = jnp.zeros_like(edge_vectors).at[:, 0].set(2.0 * self.r_max)
+        vectors = jnp.where(edge_mask[:, None], edge_vectors, safe)
+        lengths = jnp.linalg.norm(vectors, axis=-1)
+        if self.architecture == "nequip-allegro-0.8":
+            atom_energy = reference_atom_energies(self, vectors, lengths, node_species, senders, receivers, edge_mask)
+        elif self.architecture == "qallegro-residual":
+            atom_energy = self._residual_atom_energies(vectors, lengths, node_species, senders, receivers, edge_mask)
+        else:
+            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
 
         scale = jnp.asarray(self.species_scale if self.species_scale is not None else [1.0] * self.num_species,
                             dtype)
