@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from experiments.config import available_datasets, dataset_label, enable_x64_if_needed, load_config
+from experiments.config import available_datasets, dataset_label, enable_x64, load_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +46,7 @@ def main(args: argparse.Namespace) -> int:
     if args.max_minutes is not None:
         cfg["training"]["max_minutes"] = args.max_minutes
     out = args.out or os.path.join("runs", f"{dataset_label(args.dataset)}-{args.model}-{args.profile}-seed{args.seed}")
-    enable_x64_if_needed(cfg)
+    enable_x64()  # float64 energies, float32 network (qallegro.potential.graph)
     from qallegro.train.run import run_training
 
     results = run_training(cfg, out, seed=args.seed, resume=args.resume, title=f"{args.dataset} / {args.model}")

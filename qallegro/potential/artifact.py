@@ -32,7 +32,7 @@ import numpy as np
 from flax import serialization
 
 from qallegro.data.statistics import DatasetStatistics, split_model_config
-from qallegro.potential.graph import jit_energy_forces_stress, jit_graph_energies
+from qallegro.potential.graph import atomic_energies, energy_dtype, jit_energy_forces_stress, jit_graph_energies
 
 ARTIFACT_FORMAT = "qallegro-potential"
 ARTIFACT_VERSION = 2
@@ -78,7 +78,8 @@ def save(path: str, model_config: Dict[str, Any], params: Any,
         statistics: the training set's `DatasetStatistics`; or the model's atomic numbers in index order, when
             `model_config` already holds the data-derived fields (num_species, avg_num_neighbors, species_scale,
             species_shift).
-        dtype: "float32" or "float64": the dtype the model was trained in and is evaluated in.
+        dtype: "float32" or "float64": the dtype the network was trained in and runs in (energies are summed
+            in float64 whenever JAX's x64 mode is on, see `qallegro.potential.graph`).
         metadata: JSON-serialisable training metadata (dataset, metrics, epochs, ...).
 
     Returns:
@@ -198,7 +199,7 @@ class Potential:
         statistics: the training set's `qallegro.data.statistics.DatasetStatistics` (normalisation).
         species: tuple of atomic numbers, in the model's species-index order.
         r_max: cutoff (Å).
-        dtype: "float32" or "float64".
+        dtype: "float32" or "float64": the network's dtype (energies: see `energy`).
         metadata: training metadata.
         path: the file it was loaded from (None when built in memory).
         sha256: the payload checksum stored in the file (None when built in memory).
@@ -252,11 +253,15 @@ class Potential:
             pbc = cell is not None and np.abs(np.linalg.det(np.asarray(cell, dtype=np.float64))) > 1e-8
         structure = make_structure(species, positions, cell, pbc, source="Potential input")
         graph = batch_and_pad([structure_to_graph(structure, self.r_max, self.species)])
-        nodes = dict(graph.nodes, positions=jnp.asarray(graph.nodes["positions"], self._jdtype))
+        # Positions in the energy-assembly dtype (float64 under x64): edge vectors are exact differences, cast to
+        # the network's dtype (self.dtype) only afterwards (qallegro.potential.graph).
+        dtype = jnp.promote_types(self._jdtype, energy_dtype())
+        nodes = dict(graph.nodes, positions=jnp.asarray(graph.nodes["positions"], dtype))
         return graph._replace(nodes=nodes)
 
     def energy(self, positions, species, cell=None, pbc=None) -> jnp.ndarray:
-        """Total energy in eV (a 0-d array)."""
+        """Total energy in eV (a 0-d array): summed with the species shifts in float64 when JAX's x64 mode is on
+        (even for a float32 network), else in float32."""
         return self._energy_graph(self.params, self.graph(positions, species, cell, pbc))[0]
 
     def energy_and_forces(self, positions, species, cell=None, pbc=None) -> Tuple[jnp.ndarray, jnp.ndarray]:
@@ -280,8 +285,10 @@ class Potential:
         return species_index(np.asarray(Z), self.species, "Potential input")
 
     def atomic_energies(self, edge_vectors, species_index, senders, receivers, edge_mask, params=None):
-        """(N,) atomic energies (eV) of pure edge data: a pure, jittable function (see qallegro.nn.allegro for
-        the argument shapes; r_ij = x_j - x_i with senders = j, receivers = i)."""
-        rngs = None if self._rng is None else {"shots": self._rng}
-        return self.model.apply(self.params if params is None else params, edge_vectors, species_index,
-                                senders, receivers, edge_mask, rngs=rngs)
+        """(N,) atomic energies (eV) of pure edge data, per-species shift included: a pure, jittable function
+        (see qallegro.nn.allegro for the argument shapes; r_ij = x_j - x_i with senders = j, receivers = i).
+
+        The network runs in `dtype`; the energies come back in float64 when JAX's x64 mode is on
+        (`qallegro.potential.graph.atomic_energies`)."""
+        return atomic_energies(self.model, self.params if params is None else params, edge_vectors, species_index,
+                               senders, receivers, edge_mask, self._rng)

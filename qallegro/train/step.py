@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from qallegro.potential import energy_forces_stress
+from qallegro.potential.graph import energy_dtype, energy_forces_stress, graph_energies
 from qallegro.train.config import TrainConfig
 from qallegro.train.loss import error_sums, loss_predictions, weighted_loss
 from qallegro.train.optimizer import ema_update, make_optimizer
@@ -58,7 +58,10 @@ class Steps(NamedTuple):
     Attributes:
         optimizer: the optax transformation (Adam with clipping and an injectable learning rate).
         train_step: (TrainState, padded graph) -> (TrainState, loss): one step plus the EMA update.
-        eval_step: (params, padded graph) -> (error sums, predictions), see `qallegro.train.loss.error_sums`.
+        eval_step: (params, padded graph, shift_correction=None) -> (error sums, predictions), see
+            `qallegro.train.loss.error_sums`; shift_correction: (S,) eV/atom added to the model's per-species
+            energy shifts (a closed-form refit, `qallegro.train.evaluation.fit_shift_correction`). It is an
+            argument of the compiled function: any correction, zero included, reuses one compilation.
     """
 
     optimizer: optax.GradientTransformation
@@ -88,9 +91,36 @@ def make_steps(model: nn.Module, cfg: TrainConfig, compute_stress: bool) -> Step
         return apply_gradients(state, grads, optimizer, cfg), loss
 
     @jax.jit
-    def eval_step(params, graph):
+    def compiled_eval_step(params, graph, shift_correction):
         rng = jax.random.fold_in(base_key, 2**31 - 1) if stochastic else None
-        pred = energy_forces_stress(model, params, graph, compute_stress=compute_stress, rng=rng)
+        pred = energy_forces_stress(model, params, graph, compute_stress=compute_stress, rng=rng,
+                                    shift_correction=shift_correction)
         return error_sums(pred, graph), pred
 
+    def eval_step(params, graph, shift_correction=None):
+        if shift_correction is None:  # a zero array, not None: the same compiled function either way
+            shift_correction = no_shift_correction(model)
+        return compiled_eval_step(params, graph, jnp.asarray(shift_correction, energy_dtype()))
+
+    eval_step.compiled = compiled_eval_step  # the jit-compiled function (its cache counts compilations)
     return Steps(optimizer, train_step, eval_step)
+
+
+def no_shift_correction(model: nn.Module) -> jnp.ndarray:
+    """(S,) zeros in `energy_dtype()`: the shift correction of a model evaluated as it is."""
+    return jnp.zeros((model.num_species,), energy_dtype())
+
+
+def make_energy_step(model: nn.Module, cfg: TrainConfig) -> Callable:
+    """jit-compiled (params, padded graph) -> (G,) energies in eV (`energy_dtype()`), without forces and without
+    any shift correction: what the closed-form shift refit needs (`qallegro.train.evaluation.fit_shift_correction`).
+    A finite-shot QDI model uses the evaluation step's fixed shot-noise key."""
+    stochastic = getattr(model, "shots", None) is not None
+    base_key = jax.random.PRNGKey(cfg.seed)
+
+    @jax.jit
+    def energy_step(params, graph):
+        rng = jax.random.fold_in(base_key, 2**31 - 1) if stochastic else None
+        return graph_energies(model, params, graph.nodes["positions"], graph, rng=rng)
+
+    return energy_step
