@@ -159,25 +159,3 @@ def composition_least_squares(counts: np.ndarray, targets: np.ndarray) -> np.nda
     """Per-species values mu minimising ``|counts @ mu - targets|^2`` (minimum-norm when rank-deficient)."""
     mu, *_ = np.linalg.lstsq(counts, targets, rcond=None)
     return mu
-
-
-def refit_shift(structures: Sequence[Structure], species: Sequence[int], predicted: np.ndarray,
-                shift: Sequence[float]) -> List[float]:
-    """Per-species shifts corrected by the least-squares fit of the residual E_true - E_pred (eV) on composition.
-
-    Used once after training: the constant part of the energy is a linear function of composition, so refitting
-    it in closed form removes the offset that a force-dominated loss leaves noisy, without touching forces.
-
-    Args:
-        structures: the training structures; those with an energy are used, in order.
-        predicted: (n_labelled,) predicted total energies (eV) of the structures that have an energy.
-        shift: the model's current per-species shifts (eV/atom).
-    """
-    labelled = [s for s in structures if s.energy is not None]
-    if len(labelled) != len(predicted):
-        raise ValueError(f"refit_shift: {len(predicted)} predictions for {len(labelled)} structures with energies")
-    if not labelled:
-        return list(shift)
-    residual = np.array([s.energy for s in labelled]) - np.asarray(predicted)
-    delta = composition_least_squares(composition_matrix(labelled, species), residual)
-    return [float(a + b) for a, b in zip(shift, delta)]

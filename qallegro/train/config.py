@@ -81,9 +81,17 @@ class TrainConfig:
     #: data-parallel training over this many devices of jax.devices() (None: all of them; 1: off), see
     #: qallegro.train.parallel. The batch is split over the devices; the result equals one device's.
     devices: Optional[int] = None
-    #: after training, refit the per-species energy shifts in closed form on the training residuals
-    #: (qallegro.data.statistics.refit_shift)
+    #: refit the per-species energy shifts in closed form on the training residuals
+    #: (qallegro.train.evaluation.fit_shift_correction): before every validation on a fixed subset of the
+    #: training structures, and after training on all of them (the saved potential keeps that refit). False:
+    #: the shifts fitted before training stay (as nequip).
     refit_shift: bool = True
+    #: the number of training structures (the first of the split, a fixed subset) of the per-epoch refit
+    shift_refit_structures: int = 256
+
+    def __post_init__(self):
+        if self.shift_refit_structures < 1:
+            raise ValueError(f"shift_refit_structures must be >= 1, got {self.shift_refit_structures}")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":

@@ -1,13 +1,20 @@
-"""Evaluating a trained model: metrics over a loader, and errors on external labelled sets.
+"""Evaluating a trained model: metrics over a loader, the closed-form refit of the energy shifts, and errors on
+external labelled sets.
 
 Metrics are exact sums over every real structure and atom (padding and missing labels carry no weight), then
 divided once: MAE/RMSE in meV, meV/Å, meV/Å^3, energy also per atom (meV/atom).
+
+Shift refit: the constant part of the energy is linear in composition, and a force-dominated loss leaves it
+noisy from epoch to epoch. `fit_shift_correction` fits it in closed form on training structures,
+delta = argmin sum_s |E_s - E_pred,s - n_s @ delta|^2, and `evaluate(..., shift_correction=delta)` evaluates with
+it; the per-epoch validation (on a fixed training subset) and the final test (on all training structures) use
+the same fit, so they report the same kind of number.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Dict, Mapping, Sequence
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import jax.numpy as jnp
 import numpy as np
@@ -21,7 +28,7 @@ from qallegro.train.loss import metrics_from_sums, weighted_loss
 
 
 def evaluate(eval_step: Callable, params: Any, loader: GraphLoader, cfg: TrainConfig,
-             return_predictions: bool = False):
+             return_predictions: bool = False, shift_correction: Optional[np.ndarray] = None):
     """Metrics of `params` over every structure of `loader`.
 
     Args:
@@ -30,6 +37,8 @@ def evaluate(eval_step: Callable, params: Any, loader: GraphLoader, cfg: TrainCo
         loader: the structures, unshuffled (epoch 0 order).
         cfg: the loss weights of the reported loss.
         return_predictions: also return the labels and predictions of real (unpadded) atoms and structures.
+        shift_correction: (S,) eV/atom added to the model's per-species shifts (`fit_shift_correction`);
+            None: the model as it is.
 
     Returns:
         metrics: energy_mae, energy_rmse (meV), energy_per_atom_mae (meV/atom), forces_mae, forces_rmse (meV/Å),
@@ -41,7 +50,7 @@ def evaluate(eval_step: Callable, params: Any, loader: GraphLoader, cfg: TrainCo
     collected = {"energy_true": [], "energy_pred": [], "n_atoms": [], "forces_true": [], "forces_pred": [],
                  "species": []}
     for graph in loader.batches(0):
-        sums, pred = eval_step(params, graph)
+        sums, pred = eval_step(params, graph, shift_correction)
         for k, v in sums.items():
             totals[k] = totals.get(k, 0.0) + float(v)
         if return_predictions:
@@ -62,6 +71,40 @@ def evaluate(eval_step: Callable, params: Any, loader: GraphLoader, cfg: TrainCo
     if return_predictions:
         return metrics, {k: np.concatenate(v) for k, v in collected.items()}
     return metrics
+
+
+def fit_shift_correction(energy_step: Callable, params: Any, loader: GraphLoader, num_species: int) -> np.ndarray:
+    """The closed-form correction of the per-species energy shifts on the structures of `loader`.
+
+    delta = argmin_delta sum_s |E_s - E_pred,s - n_s @ delta|^2 over the structures s with an energy label, with
+    n_s their atom counts per species (`composition_least_squares`: minimum-norm when the compositions do not
+    fix every species, e.g. rMD17's one molecule, where it still removes the mean residual exactly). Forces do not
+    depend on it. Fit it on training structures only.
+
+    Args:
+        energy_step: (params, padded graph) -> (G,) energies in eV without correction
+            (`qallegro.train.step.make_energy_step`).
+        params: the flax variables.
+        loader: the structures (unshuffled); batches padded to the loader's one budget.
+        num_species: S, the model's number of species.
+
+    Returns:
+        (S,) float64 delta in eV/atom; zeros when no structure has an energy.
+    """
+    counts, residuals = [], []
+    for graph in loader.batches(0):
+        pred = np.asarray(energy_step(params, graph), dtype=np.float64)
+        n_graph = len(graph.n_node)
+        node_graph = np.repeat(np.arange(n_graph), np.asarray(graph.n_node))
+        batch_counts = np.zeros((n_graph, num_species))
+        np.add.at(batch_counts, (node_graph, np.asarray(graph.nodes["species"])), 1.0)
+        labelled = np.asarray(graph.globals["has_energy"]) > 0  # padding graphs carry no label
+        counts.append(batch_counts[labelled])
+        residuals.append(np.asarray(graph.globals["energy"], dtype=np.float64)[labelled] - pred[labelled])
+    counts, residuals = np.concatenate(counts), np.concatenate(residuals)
+    if not len(residuals):
+        return np.zeros(num_species)
+    return composition_least_squares(counts, residuals)
 
 
 def energy_errors(n_atoms: np.ndarray, counts: np.ndarray, e_ref: np.ndarray, e_pred: np.ndarray) -> Dict:
@@ -121,15 +164,15 @@ def external_metrics(structures: Sequence[Structure], predictions: Dict[str, np.
 
 
 def evaluate_external(sets: Mapping[str, Any], eval_step: Callable, params: Any, r_max: float,
-                      species: Sequence[int], cfg: TrainConfig, log: Callable[[str], None] = print
-                      ) -> Dict[str, Dict[str, Any]]:
+                      species: Sequence[int], cfg: TrainConfig, log: Callable[[str], None] = print,
+                      shift_correction: Optional[np.ndarray] = None) -> Dict[str, Dict[str, Any]]:
     """`external_metrics` for every entry of `sets`.
 
     Args:
         sets: name -> extxyz path, or name -> {path, min_volume_per_atom, max_volume_per_atom, read} (volumes in
             Å^3: keeps the frames in [min, max), e.g. to report compressed cells apart; read: reader options such
             as energy_key, see `qallegro.data.readers.read_extxyz`).
-        eval_step, params: the model (see `evaluate`).
+        eval_step, params, shift_correction: the model (see `evaluate`).
         r_max: cutoff in Å; species: the model's atomic numbers.
         cfg: eval_batch_size.
         log: where the per-set summary line goes.
@@ -156,7 +199,8 @@ def evaluate_external(sets: Mapping[str, Any], eval_step: Callable, params: Any,
             log(f"external {name}: no frame of {path} with the model's species and the volume bounds, skipped")
             continue
         loader = make_loader(known, r_max, species, cfg.eval_batch_size)
-        metrics, predictions = evaluate(eval_step, params, loader, cfg, return_predictions=True)
+        metrics, predictions = evaluate(eval_step, params, loader, cfg, return_predictions=True,
+                                        shift_correction=shift_correction)
         out = external_metrics(known, predictions, metrics, species)
         out.update(path=os.path.relpath(path), dropped_unknown_species=len(structures) - len(known),
                    volume_per_atom_bounds=[lo, hi])

@@ -1,6 +1,13 @@
 """The training loop: jit-compiled steps over padded batches, validation each epoch with the EMA weights,
 reduce-on-plateau learning rate, CSV log, orbax checkpoints ("last" and "best"), exact resume.
 
+Before every validation the per-species energy shifts are refitted in closed form on the energy-only predictions
+of a fixed subset of the training structures (`TrainConfig.shift_refit_structures`,
+`qallegro.train.evaluation.fit_shift_correction`) and the validation uses that correction, as the final test does
+with the refit on all training structures: the logged validation energy MAE is meaningful from the first epoch
+and of the same kind as the test's. The correction is an argument of the compiled evaluation step (no
+recompilation) and never sees validation or test data.
+
 Exact resume: the data order of every epoch is a function of (seed, epoch) (see GraphLoader), and the "last"
 checkpoint holds everything else that evolves (parameters, EMA, Adam moments, plateau state, step, the position
 inside the epoch and the epoch's running loss). Restarting from it replays the same arithmetic as an
@@ -23,10 +30,10 @@ from tqdm.auto import tqdm
 from qallegro.data.loader import GraphLoader
 from qallegro.train.checkpoint import restore_checkpoint, save_checkpoint
 from qallegro.train.config import TrainConfig
-from qallegro.train.evaluation import evaluate
+from qallegro.train.evaluation import evaluate, fit_shift_correction
 from qallegro.train.optimizer import make_plateau, plateau_step, set_learning_rate
 from qallegro.train.parallel import make_mesh, make_parallel_train_step, sharded_batches
-from qallegro.train.step import TrainState, init_train_state, make_steps
+from qallegro.train.step import TrainState, init_train_state, make_energy_step, make_steps
 
 CSV_FIELDS = ["epoch", "step", "learning_rate", "train_loss", "val_loss", "val_energy_mae", "val_forces_mae",
               "val_forces_rmse", "val_stress_mae", "elapsed_minutes"]
@@ -71,8 +78,10 @@ class FitResult(NamedTuple):
         history: the metrics.csv rows, one dict per epoch.
         best_epoch: 1-based epoch of `best_params` (-1: stopped before the first validation).
         compiled_shapes: number of distinct padded (nodes, edges, graphs) shapes seen (one compilation each).
-        eval_step: the jit-compiled evaluation step of the run.
+        eval_step: the jit-compiled evaluation step of the run, (params, graph, shift_correction=None).
         elapsed_minutes: training wall time, all sessions of the run together.
+        energy_step: the jit-compiled energy-only step of the shift refit (`make_energy_step`), to reuse its
+            compilation.
     """
 
     best_params: Any
@@ -82,6 +91,7 @@ class FitResult(NamedTuple):
     compiled_shapes: int
     eval_step: Callable
     elapsed_minutes: float
+    energy_step: Callable = None
 
 
 def _checkpoint(state: TrainState, plateau_state: Any, progress: TrainProgress) -> Dict[str, Any]:
@@ -109,6 +119,12 @@ def fit(model: nn.Module, params: Any, train_loader: GraphLoader, val_loader: Gr
     csv_path = os.path.join(run_dir, "metrics.csv")
 
     optimizer, train_step, eval_step = make_steps(model, cfg, compute_stress)
+    energy_step = make_energy_step(model, cfg)
+    # A fixed subset of the training structures (the first ones; the split is already random), padded like the
+    # validation batches: one evaluation shape for both.
+    refit_graphs = train_loader.graphs[:cfg.shift_refit_structures]
+    refit_loader = (GraphLoader(refit_graphs, cfg.eval_batch_size, shuffle=False,
+                                budget=val_loader.budget.covering(refit_graphs)) if cfg.refit_shift else None)
     batches = train_loader.batches
     n_devices = cfg.devices or jax.device_count()
     if n_devices > 1:
@@ -171,7 +187,9 @@ def fit(model: nn.Module, params: Any, train_loader: GraphLoader, val_loader: Gr
                 f"(batch {progress.batch}/{n_batches}); state saved for --resume")
             break
 
-        val = evaluate(eval_step, state.ema_params, val_loader, cfg)
+        correction = (fit_shift_correction(energy_step, state.ema_params, refit_loader, model.num_species)
+                      if refit_loader is not None else None)
+        val = evaluate(eval_step, state.ema_params, val_loader, cfg, shift_correction=correction)
         plateau_state = plateau_step(plateau, plateau_state, val["loss"])
         row = {"epoch": epoch + 1, "step": int(state.step), "learning_rate": lr,
                "train_loss": progress.loss_sum / max(progress.batch, 1), "val_loss": val["loss"],
@@ -192,14 +210,16 @@ def fit(model: nn.Module, params: Any, train_loader: GraphLoader, val_loader: Gr
         save_last()
         last_save = time.perf_counter()
 
-    shapes = len(train_loader.shapes_seen | val_loader.shapes_seen)
+    eval_shapes = val_loader.shapes_seen | (refit_loader.shapes_seen if refit_loader is not None else set())
+    shapes = len(train_loader.shapes_seen | eval_shapes)
     log(f"padded batch shapes compiled: {shapes} (train {len(train_loader.shapes_seen)}, "
-        f"validation {len(val_loader.shapes_seen)})")
+        f"validation {len(eval_shapes)})")
     if best_params is None:  # stopped (time limit) before the first validation: the current EMA weights
         best_params = state.ema_params
         save_checkpoint(best_dir, best_params)
     return FitResult(best_params=best_params, last_state=state, history=history, best_epoch=progress.best_epoch,
-                     compiled_shapes=shapes, eval_step=eval_step, elapsed_minutes=elapsed() / 60.0)
+                     compiled_shapes=shapes, eval_step=eval_step, elapsed_minutes=elapsed() / 60.0,
+                     energy_step=energy_step)
 
 
 def _write_csv(path: str, rows: List[Dict[str, Any]]) -> None:

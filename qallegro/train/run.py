@@ -4,6 +4,12 @@ shifts, evaluate (validation, test, external sets), and write the run directory.
     from qallegro.train.run import run_training
     results = run_training({"dataset": {...}, "model": {...}, "training": {...}, "dtype": "float32"}, "runs/x")
 
+Precision: "dtype" is the network's dtype (float32 in every profile). Energies, their labels and the loss's energy
+term are float64 whenever JAX's x64 mode is on, which the command line (``python -m experiments.run``) turns on for
+every run; the network stays float32 (see `qallegro.potential.graph`). A library caller who never enabled x64
+gets float32 throughout (an aspirin total of -17,600 eV then resolves to ~2 meV): call
+``jax.config.update("jax_enable_x64", True)`` at program start for float64 energies.
+
 The run directory holds results.json, metrics.csv, parity.png, learning_curve.png, config.json, orbax
 checkpoints (checkpoints/last, checkpoints/best) and the deployable potential.qallegro
 (`qallegro.potential.load`). This is the workflow behind ``python -m experiments.run train``, compare and hpo.
@@ -25,15 +31,12 @@ from qallegro.data.graphs import structure_to_graph
 from qallegro.data.loader import BatchBudget, GraphLoader, fit_budget
 from qallegro.data.readers import read_structures
 from qallegro.data.splits import resolve_split_sizes, train_val_test_split
-from qallegro.data.statistics import refit_shift
 from qallegro.data.structure import Structure
-from qallegro.models import build_model
 from qallegro.potential import save as save_potential
 from qallegro.train.config import DatasetConfig, TrainConfig
-from qallegro.train.evaluation import evaluate, evaluate_external
+from qallegro.train.evaluation import evaluate, evaluate_external, fit_shift_correction
 from qallegro.train.loop import fit
 from qallegro.train.setup import count_parameters, prepare
-from qallegro.train.step import make_steps
 
 DTYPES = {"float32": jnp.float32, "float64": jnp.float64}
 UNITS = {"energy_mae": "meV", "forces_mae": "meV/Å", "forces_rmse": "meV/Å", "stress_mae": "meV/Å^3"}
@@ -65,8 +68,9 @@ def _check_dtype(dtype: str) -> Any:
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     if dtype == "float64" and not jax.config.jax_enable_x64:
-        raise ValueError("dtype float64 needs JAX's 64-bit mode: call jax.config.update('jax_enable_x64', True) at "
-                         "the start of the program (the command line does this for float64 configs)")
+        raise ValueError("dtype float64 (a float64 network) needs JAX's 64-bit mode: call "
+                         "jax.config.update('jax_enable_x64', True) at the start of the program (the command line "
+                         "does this for every run)")
     return DTYPES[dtype]
 
 
@@ -76,7 +80,8 @@ def run_training(cfg: Mapping[str, Any], out: str, seed: int = 0, resume: bool =
 
     Args:
         cfg: {"dataset": `DatasetConfig` fields, "model": hyperparameters for `qallegro.models.build_model`
-            (with "family"), "training": `TrainConfig` fields, "dtype": "float32" | "float64"}.
+            (with "family"), "training": `TrainConfig` fields, "dtype": "float32" | "float64", the network's
+            dtype; energies are float64 whenever x64 is on, see the module docstring}.
         out: the run directory (created).
         seed: seed of the split, the initialisation and the shuffling.
         resume: continue the run in `out` from its last checkpoint (exactly, see `qallegro.train.loop.fit`).
@@ -127,23 +132,28 @@ def run_training(cfg: Mapping[str, Any], out: str, seed: int = 0, resume: bool =
     result = fit(prepared.model, prepared.params, train_loader, val_loader, tcfg, out, resume=resume,
                  compute_stress=compute_stress, log=log)
     params, eval_step = result.best_params, result.eval_step
+    correction = None
     if tcfg.refit_shift:
-        # Closed-form refit of the per-species energy shifts on the training residuals (see refit_shift).
-        train_eval = GraphLoader(prepared.train_graphs, tcfg.eval_batch_size, shuffle=False, budget=eval_budget)
-        _, train_pred = evaluate(eval_step, params, train_eval, tcfg, return_predictions=True)
-        statistics = statistics.replace(species_shift=refit_shift(train, species, train_pred["energy_pred"],
-                                                                  statistics.species_shift))
-        eval_step = make_steps(build_model(prepared.model_config, statistics), tcfg, compute_stress).eval_step
+        # Closed-form refit of the per-species energy shifts on all training residuals, the per-epoch refit's
+        # fit on every training structure. The compiled energy and evaluation steps are reused: the correction
+        # is their argument.
+        train_eval = GraphLoader(prepared.train_graphs, tcfg.eval_batch_size, shuffle=False,
+                                 budget=val_loader.budget)
+        correction = fit_shift_correction(result.energy_step, params, train_eval, len(species))
+        statistics = statistics.replace(species_shift=[float(a + b) for a, b in
+                                                       zip(statistics.species_shift, correction)])
         log(f"per-species energy shifts refitted on the training residuals: "
             f"{[round(x, 4) for x in statistics.species_shift]} eV")
         save_config()
-    val_metrics = evaluate(eval_step, params, val_loader, tcfg)
+    val_metrics = evaluate(eval_step, params, val_loader, tcfg, shift_correction=correction)
     test_metrics = {}
     if test:
-        test_loader = _eval_loader(test, r_max, species, tcfg.eval_batch_size, eval_budget)
-        test_metrics, predictions = evaluate(eval_step, params, test_loader, tcfg, return_predictions=True)
+        test_loader = _eval_loader(test, r_max, species, tcfg.eval_batch_size, val_loader.budget)
+        test_metrics, predictions = evaluate(eval_step, params, test_loader, tcfg, return_predictions=True,
+                                             shift_correction=correction)
     else:
-        val_metrics, predictions = evaluate(eval_step, params, val_loader, tcfg, return_predictions=True)
+        val_metrics, predictions = evaluate(eval_step, params, val_loader, tcfg, return_predictions=True,
+                                            shift_correction=correction)
 
     from ase.data import chemical_symbols
 
@@ -163,7 +173,8 @@ def run_training(cfg: Mapping[str, Any], out: str, seed: int = 0, resume: bool =
                     "jax_backend": jax.default_backend(), "jax": jax.__version__},
     }
     if data.external:  # e.g. real DFT frames for the generated Cu–Li set
-        results["external"] = evaluate_external(data.external, eval_step, params, r_max, species, tcfg, log=log)
+        results["external"] = evaluate_external(data.external, eval_step, params, r_max, species, tcfg, log=log,
+                                                shift_correction=correction)
     write_json(os.path.join(out, "results.json"), results)
     # The deployable artifact (qallegro.potential.load): best EMA weights with the refitted shifts.
     save_potential(os.path.join(out, "potential.qallegro"), prepared.model_config, params, statistics,
