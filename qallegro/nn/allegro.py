@@ -15,8 +15,9 @@ qallegro's first potentials, written below: a residual latent update multiplied 
 vanishes smoothly at r_max) and a linear mixing of the tensor outputs into the next V_ij. With `tp_path_channel_coupling` (nequip-allegro 0.8's option of the
 same name, on in its published configs), every path (l1, l2) -> l_out of the tensor product is multiplied, channel
 by channel, by a trainable weight before the paths are combined. A readout MLP maps the final latent to an edge
-energy; edge energies sum onto their centre, a per-species scale and shift give the atomic energy, and atomic
-energies sum to E.
+energy; edge energies sum onto their centre and a per-species scale gives the atomic energy. The per-species
+shift is added, and atomic energies summed to E, outside this float32 network, in float64
+(`qallegro.potential.graph`).
 
 Only invariant (0e) quantities ever enter an MLP, so the energy is E(3)-invariant for any weights.
 """
@@ -205,7 +206,8 @@ class Allegro(nn.Module):
             senders, receivers: (E,) neighbour j and centre i of each edge.
             edge_mask: (E,) bool, False for padding edges (their vectors may be anything, even zero).
         Returns:
-            (N,) atomic energies in eV (an atom without neighbours gets its species shift).
+            (N,) atomic energies in eV *without* the per-species shift: scale_Z * network output (0 for an atom
+            without neighbours). `qallegro.potential.graph.atomic_energies` adds the shift mu_Z in float64.
         """
         if self.num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {self.num_layers}")
@@ -227,6 +229,6 @@ class Allegro(nn.Module):
 
         scale = jnp.asarray(self.species_scale if self.species_scale is not None else [1.0] * self.num_species,
                             dtype)
-        shift = jnp.asarray(self.species_shift if self.species_shift is not None else [0.0] * self.num_species,
-                            dtype)
-        return atom_energy * scale[node_species] + shift[node_species]
+        # The per-species shift (species_shift, ~1000 eV/atom for carbon) is not added here: the energy assembly
+        # (qallegro.potential.graph.atomic_energies) adds it in float64, outside this float32 network.
+        return atom_energy * scale[node_species]
