@@ -12,9 +12,10 @@ takes the channel-wise tensor product V_ij (x) Gamma_i, feeds its invariant 0e o
 latent MLP and forms the next V_ij from its tensor outputs. Two layouts of these layers exist (`architecture`):
 nequip-allegro 0.8's (qallegro.nn.allegro_reference, used by every experiment config) and the residual layout of
 qallegro's first potentials, written below: a residual latent update multiplied by the cutoff (so the latent
-vanishes smoothly at r_max) and a linear mixing of the tensor outputs into the next V_ij. With `tp_path_channel_coupling` (nequip-allegro 0.8's option of the
-same name, on in its published configs), every path (l1, l2) -> l_out of the tensor product is multiplied, channel
-by channel, by a trainable weight before the paths are combined. A readout MLP maps the final latent to an edge
+vanishes smoothly at r_max) and a linear mixing of the tensor outputs into the next V_ij. With
+`tp_path_channel_coupling` (nequip-allegro 0.8's option of the same name, on in its published configs), every path
+(l1, l2) -> l_out of the tensor product is multiplied, channel by channel, by a trainable weight before the paths
+are combined. A readout MLP maps the final latent to an edge
 energy; edge energies sum onto their centre and a per-species scale gives the atomic energy. The per-species
 shift is added, and atomic energies summed to E, outside this float32 network, in float64
 (`qallegro.potential.graph`).
@@ -37,7 +38,6 @@ from qallegro.nn.mlp import MLP
 from qallegro.nn.radial import bessel_basis, polynomial_cutoff
 from qallegro.nn.tensor_linear import TensorLinear, produced_irreps
 from qallegro.nn.tensor_product import channelwise_tensor_product, couple_paths
-
 
 #: The two layouts of Allegro's layers (the `architecture` field): nequip-allegro 0.8's, and the residual layout of
 #: qallegro's first potentials, kept so that they load and reproduce their numbers.
