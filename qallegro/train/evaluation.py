@@ -6,7 +6,7 @@ divided once: MAE/RMSE in meV, meV/Å, meV/Å^3, energy also per atom (meV/atom)
 
 Shift refit: the constant part of the energy is linear in composition, and a force-dominated loss leaves it
 noisy from epoch to epoch. `fit_shift_correction` fits it in closed form on training structures,
-delta = argmin sum_s |E_s - E_pred,s - n_s @ delta|^2, and `evaluate(..., shift_correction=delta)` evaluates with
+``delta = argmin sum_s |E_s - E_pred,s - n_s @ delta|^2``, and `evaluate(..., shift_correction=delta)` evaluates with
 it; the per-epoch validation (on a fixed training subset) and the final test (on all training structures) use
 the same fit, so they report the same kind of number.
 """
@@ -76,7 +76,7 @@ def evaluate(eval_step: Callable, params: Any, loader: GraphLoader, cfg: TrainCo
 def fit_shift_correction(energy_step: Callable, params: Any, loader: GraphLoader, num_species: int) -> np.ndarray:
     """The closed-form correction of the per-species energy shifts on the structures of `loader`.
 
-    delta = argmin_delta sum_s |E_s - E_pred,s - n_s @ delta|^2 over the structures s with an energy label, with
+    ``delta = argmin_delta sum_s |E_s - E_pred,s - n_s @ delta|^2`` over the structures s with an energy label, with
     n_s their atom counts per species (`composition_least_squares`: minimum-norm when the compositions do not
     fix every species, e.g. rMD17's one molecule, where it still removes the mean residual exactly). Forces do not
     depend on it. Fit it on training structures only.
