@@ -3,6 +3,9 @@
 ZDT1-3: Zitzler, Deb, Thiele, Evol. Comput. 8, 173 (2000), x in [0, 1]^d.
 BNH: Binh & Korn (1997), x1 in [0, 5], x2 in [0, 3], two constraints.
 SRN: Srinivas & Deb (1994), x in [-20, 20]^2, two constraints.
+
+`cheap` lists the objectives that are inexpensive exact functions of x (ZDT's f1 = x1), which IOC-SAMO-COBRA
+(de Winter et al., Memetic Computing 2022) gets exactly instead of through a surrogate.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ class Problem:
     objectives: Callable[[np.ndarray], Tuple[float, ...]]
     reference_point: Tuple[float, ...]
     constraints: Optional[Callable[[np.ndarray], Tuple[float, ...]]] = None
+    cheap: Tuple[int, ...] = ()
 
 
 def _zdt_g(x):
@@ -61,9 +65,9 @@ def problems(zdt_dim: int = 6):
     """The benchmark set; ZDT in `zdt_dim` dimensions. Reference points as commonly used for these problems."""
     unit = [(0.0, 1.0)] * zdt_dim
     return [
-        Problem("ZDT1", unit, zdt1, (11.0, 11.0)),
-        Problem("ZDT2", unit, zdt2, (11.0, 11.0)),
-        Problem("ZDT3", unit, zdt3, (11.0, 11.0)),
+        Problem("ZDT1", unit, zdt1, (11.0, 11.0), cheap=(0,)),
+        Problem("ZDT2", unit, zdt2, (11.0, 11.0), cheap=(0,)),
+        Problem("ZDT3", unit, zdt3, (11.0, 11.0), cheap=(0,)),
         Problem("BNH", [(0.0, 5.0), (0.0, 3.0)], bnh, (140.0, 50.0), bnh_constraints),
         Problem("SRN", [(-20.0, 20.0), (-20.0, 20.0)], srn, (301.0, 72.0), srn_constraints),
     ]

@@ -1,11 +1,23 @@
-"""SAMO-COBRA against Optuna's NSGA-II, TPE and random sampling on analytic problems, same budget.
+"""SAMO-COBRA against Optuna's GPSampler, NSGA-II, TPE and random sampling on analytic problems, same budget.
 
-    python -m experiments.benchmarks.samo_cobra [--budget 60] [--seeds 5] [--zdt-dim 6] [--out DIR]
+    OMP_NUM_THREADS=1 python -m experiments.benchmarks.samo_cobra [--budget 60] [--seeds 5] [--zdt-dim 6]
+        [--problems ZDT1,ZDT2,ZDT3,BNH,SRN] [--samplers NAME,...] [--out DIR]
 
 Problems (experiments/benchmarks/mo_problems.py): ZDT1, ZDT2, ZDT3 in --zdt-dim dimensions, and the
 constrained BNH and SRN. Every sampler gets the same number of evaluations per run; the hypervolume of the
 feasible points (Optuna's hypervolume, fixed reference point per problem) is reported as mean ± std over seeds,
-with wall time per run. Writes DIR/samo_cobra_benchmark.md, .json and .png (hypervolume vs evaluations).
+with wall time per run. Writes DIR/samo_cobra_benchmark.md, .json and .png (hypervolume vs evaluations), after
+every seed, so an interrupted run leaves the seeds it finished.
+
+Samplers:
+
+- ``samo-cobra``: qallegro.hpo.samo_cobra.SamoCobraSampler, every objective through an RBF surrogate;
+- ``samo-cobra (cheap f1)``: the same with the problem's inexpensive objectives (ZDT's f1 = x1) given exactly
+  (IOC-SAMO-COBRA, de Winter et al., Memetic Computing 2022); only on problems that declare one;
+- ``gp (logEHVI)``: optuna.samplers.GPSampler (Optuna's multi-objective Bayesian optimiser since 4.4; 10 random
+  start-up trials, ``deterministic_objective=True`` since these problems are noise-free). It needs torch; without
+  torch it is left out and the report says so. Run with OMP_NUM_THREADS=1 (Optuna's advice for GPSampler);
+- ``nsga2 (population N)``, ``tpe (multivariate)``, ``random``: Optuna's.
 """
 
 from __future__ import annotations
@@ -14,10 +26,14 @@ import argparse
 import json
 import os
 import platform
+import shlex
+import sys
 import time
+import warnings
 
 import numpy as np
 import optuna
+import scipy
 from optuna.distributions import FloatDistribution
 
 from experiments.benchmarks.mo_problems import problems
@@ -25,16 +41,35 @@ from qallegro.hpo.report import hypervolume_history
 from qallegro.hpo.samo_cobra import SamoCobraSampler
 
 RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results")
+GP = "gp (logEHVI)"
+CHEAP = "samo-cobra (cheap f1)"
 
 
-def samplers(space, seed, nsga_population):
-    return {
-        "samo-cobra": SamoCobraSampler(space, seed=seed),
-        f"nsga2 (population {nsga_population})": optuna.samplers.NSGAIISampler(population_size=nsga_population,
-                                                                              seed=seed),
-        "tpe (multivariate)": optuna.samplers.TPESampler(multivariate=True, seed=seed),
-        "random": optuna.samplers.RandomSampler(seed=seed),
-    }
+def torch_info():
+    """(version, location) of torch, or None when it cannot be imported (GPSampler then cannot run)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.__version__, os.path.dirname(os.path.dirname(torch.__file__))
+
+
+def samplers(problem, space, seed, nsga_population, with_gp):
+    names = list(space)
+
+    def exact(j):
+        return lambda params: float(problem.objectives(np.array([params[n] for n in names]))[j])
+
+    out = {"samo-cobra": SamoCobraSampler(space, seed=seed)}
+    if problem.cheap:
+        out[CHEAP] = SamoCobraSampler(space, seed=seed, cheap_objectives={j: exact(j) for j in problem.cheap})
+    if with_gp:
+        out[GP] = optuna.samplers.GPSampler(seed=seed, deterministic_objective=True)
+    out[f"nsga2 (population {nsga_population})"] = optuna.samplers.NSGAIISampler(population_size=nsga_population,
+                                                                                seed=seed)
+    out["tpe (multivariate)"] = optuna.samplers.TPESampler(multivariate=True, seed=seed)
+    out["random"] = optuna.samplers.RandomSampler(seed=seed)
+    return out
 
 
 def run_one(problem, sampler, budget):
@@ -63,59 +98,108 @@ def main(argv=None) -> int:
     parser.add_argument("--zdt-dim", type=int, default=6, help="number of variables of ZDT1-3")
     parser.add_argument("--nsga-population", type=int, default=20, help="NSGA-II population size")
     parser.add_argument("--problems", default="ZDT1,ZDT2,ZDT3,BNH,SRN", help="comma-separated subset")
+    parser.add_argument("--samplers", default=None,
+                        help="comma-separated subset of sampler names (default: all that can run)")
     parser.add_argument("--out", default=RESULTS, help="output directory")
     args = parser.parse_args(argv)
+    command = "python -m experiments.benchmarks.samo_cobra " + " ".join(
+        shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    if os.environ.get("OMP_NUM_THREADS"):
+        command = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " + command
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    import warnings
-
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    torch = torch_info()
+    wanted = None if args.samplers is None else set(args.samplers.split(","))
     chosen = [p for p in problems(args.zdt_dim) if p.name in args.problems.split(",")]
-    results = {}
-    for problem in chosen:
-        space = {f"x{i}": FloatDistribution(lo, hi) for i, (lo, hi) in enumerate(problem.bounds)}
-        results[problem.name] = {}
-        for seed in range(args.seeds):
-            for name, sampler in samplers(space, seed, args.nsga_population).items():
+    os.makedirs(args.out, exist_ok=True)
+    machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
+               "optuna": optuna.__version__, "scipy": scipy.__version__, "numpy": np.__version__,
+               "torch": None if torch is None else torch[0], "torch_location": None if torch is None else torch[1],
+               "load_average_start": os.getloadavg()}
+    results = {p.name: {} for p in chosen}
+    started = time.time()
+    for seed in range(args.seeds):  # seed-major: an interrupted run has balanced results
+        for problem in chosen:
+            space = {f"x{i}": FloatDistribution(lo, hi) for i, (lo, hi) in enumerate(problem.bounds)}
+            for name, sampler in samplers(problem, space, seed, args.nsga_population, torch is not None).items():
+                if wanted is not None and name not in wanted:
+                    continue
                 hv, seconds = run_one(problem, sampler, args.budget)
                 entry = results[problem.name].setdefault(name, {"hypervolume": [], "history": [], "seconds": []})
                 entry["hypervolume"].append(float(hv[-1]))
                 entry["history"].append(hv.tolist())
                 entry["seconds"].append(seconds)
                 print(f"{problem.name} seed {seed} {name:24s} HV {hv[-1]:.4f}  {seconds:.1f} s", flush=True)
-    os.makedirs(args.out, exist_ok=True)
-    summary = {"budget": args.budget, "seeds": args.seeds, "zdt_dim": args.zdt_dim,
-               "reference_points": {p.name: p.reference_point for p in chosen}, "results": results,
-               "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "optuna": optuna.__version__}}
-    with open(os.path.join(args.out, "samo_cobra_benchmark.json"), "w") as f:
-        json.dump(summary, f)
-    text = markdown(summary, chosen)
-    with open(os.path.join(args.out, "samo_cobra_benchmark.md"), "w") as f:
-        f.write(text)
-    plot(summary, os.path.join(args.out, "samo_cobra_benchmark.png"))
-    print(text)
+        machine["load_average_end"] = os.getloadavg()
+        summary = {"budget": args.budget, "seeds": seed + 1, "zdt_dim": args.zdt_dim, "command": command,
+                   "wall_minutes": (time.time() - started) / 60.0,
+                   "reference_points": {p.name: p.reference_point for p in chosen}, "results": results,
+                   "machine": machine}
+        write(summary, chosen, args.out)
+    print(markdown(summary, chosen))
     return 0
 
 
+def write(summary, chosen, out) -> None:
+    with open(os.path.join(out, "samo_cobra_benchmark.json"), "w") as f:
+        json.dump(summary, f)
+    with open(os.path.join(out, "samo_cobra_benchmark.md"), "w") as f:
+        f.write(markdown(summary, chosen))
+    plot(summary, os.path.join(out, "samo_cobra_benchmark.png"))
+
+
+def _stats(per, name):
+    hv = np.asarray(per[name]["hypervolume"])
+    return hv.mean(), (hv.std(ddof=1) if len(hv) > 1 else 0.0)
+
+
 def markdown(summary, chosen) -> str:
-    names = list(next(iter(summary["results"].values())))
+    names = []
+    for per in summary["results"].values():
+        names += [n for n in per if n not in names]
+    m = summary["machine"]
+    gp_note = (f"GPSampler ran with torch {m['torch']} (imported from {m['torch_location']})."
+               if m.get("torch") else "GPSampler was left out: torch is not installed in this environment.")
+    load = ", ".join(f"{v:.2f}" for v in m["load_average_start"])
+    load_end = ", ".join(f"{v:.2f}" for v in m.get("load_average_end", m["load_average_start"]))
     lines = [f"### SAMO-COBRA vs Optuna samplers: hypervolume after {summary['budget']} evaluations "
-             f"(mean ± std over {summary['seeds']} seeds; higher is better)", "",
+             f"(mean ± std over {summary['seeds']} seeds, 0..{summary['seeds'] - 1}; higher is better)", "",
              f"ZDT1-3 with {summary['zdt_dim']} variables; BNH and SRN are constrained (hypervolume of the feasible "
              "points). Reference points: " + ", ".join(f"{p.name} {p.reference_point}" for p in chosen) + ". "
-             "Best mean in bold. Seconds: sampler + objective wall time per run "
-             f"({summary['machine']['cpus']} CPUs, Optuna {summary['machine']['optuna']}).", "",
-             "Command: `python -m experiments.benchmarks.samo_cobra --budget "
-             f"{summary['budget']} --seeds {summary['seeds']} --zdt-dim {summary['zdt_dim']}`", "",
-             "| problem | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+             f"`{CHEAP}` is SAMO-COBRA given the exact f1 = x1 of ZDT (IOC-SAMO-COBRA; only ZDT declares a cheap "
+             f"objective). `{GP}` is Optuna's GPSampler (deterministic_objective=True, 10 start-up trials). "
+             + gp_note + " Best mean in bold. Seconds: sampler + objective wall time per run.", "",
+             f"Machine: {m['platform']}, {m['cpus']} CPUs shared with other jobs, run under `nice -n 10`; "
+             f"load average (1, 5, 15 min) {load} at the start, {load_end} at the end; Python {m['python']}, "
+             f"Optuna {m['optuna']}, scipy {m['scipy']}, numpy {m['numpy']}; "
+             f"{summary.get('wall_minutes', 0.0):.0f} minutes in all.", "",
+             f"Command: `{summary.get('command', '')}`", "",
+             "| problem | " + " | ".join(names) + " | best mean |", "|---|" + "---|" * (len(names) + 1)]
     for problem, per in summary["results"].items():
-        means = {n: np.mean(per[n]["hypervolume"]) for n in names}
+        means = {n: _stats(per, n)[0] for n in names if n in per}
         best = max(means, key=means.get)
         cells = []
         for n in names:
-            hv = np.asarray(per[n]["hypervolume"])
-            cell = f"{hv.mean():.4g} ± {hv.std(ddof=1) if len(hv) > 1 else 0:.2g} ({np.mean(per[n]['seconds']):.1f} s)"
+            if n not in per:
+                cells.append("—")
+                continue
+            mean, std = _stats(per, n)
+            cell = f"{mean:.6g} ± {std:.2g} ({np.mean(per[n]['seconds']):.1f} s)"
             cells.append(f"**{cell}**" if n == best else cell)
-        lines.append(f"| {problem} | " + " | ".join(cells) + " |")
+        lines.append(f"| {problem} | " + " | ".join(cells) + f" | {best} |")
+    if any(GP in per for per in summary["results"].values()):
+        lines += ["", f"Per seed against `{GP}` (same seed; runs in which SAMO-COBRA's final hypervolume is higher):",
+                  ""]
+        for problem, per in summary["results"].items():
+            if GP not in per:
+                continue
+            gp = np.asarray(per[GP]["hypervolume"])
+            parts = []
+            for n in ("samo-cobra", CHEAP):
+                if n in per:
+                    mine = np.asarray(per[n]["hypervolume"])[: len(gp)]
+                    parts.append(f"{n} {int(np.sum(mine > gp[: len(mine)]))}/{len(mine)}")
+            lines.append(f"- {problem}: " + ", ".join(parts))
     return "\n".join(lines) + "\n"
 
 
@@ -126,7 +210,7 @@ def plot(summary, path) -> None:
     import matplotlib.pyplot as plt
 
     res = summary["results"]
-    fig, axes = plt.subplots(1, len(res), figsize=(3.6 * len(res), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(res), figsize=(3.8 * len(res), 3.6), squeeze=False)
     for ax, (problem, per) in zip(axes[0], res.items()):
         for name, entry in per.items():
             hv = np.asarray(entry["history"])
@@ -136,6 +220,9 @@ def plot(summary, path) -> None:
         ax.set_title(problem)
         ax.set_xlabel("evaluations")
         ax.set_ylabel("hypervolume")
+        top = max(np.asarray(e["history"]).max() for e in per.values())
+        low = np.median([np.asarray(e["history"])[:, len(e["history"][0]) // 3].mean() for e in per.values()])
+        ax.set_ylim(low - 0.02 * abs(top), top + 0.02 * abs(top))  # the last two thirds, where samplers differ
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -14,6 +14,12 @@ optimization algorithm", EMO 2021, LNCS 12654) for expensive, few-evaluation pro
    direction); the best of many candidates is refined with COBYLA;
 4. one evaluation per iteration.
 
+Inexpensive objectives and constraints (IOC-SAMO-COBRA; de Winter, van Stein, Bäck, Memetic Computing 14, 2022):
+an objective or constraint that is a cheap, exact function of the configuration (inference time depends only on the
+architecture) is not modelled. For every candidate the criterion uses its exact value beside the surrogates'
+predictions of the expensive objectives, and a candidate that violates a cheap constraint is rejected outright
+(also in the initial design and in the random fallback), never through a surrogate.
+
 Integer and categorical parameters live in the continuous box and are rounded (see qallegro.hpo.space); the
 surrogates are evaluated at the rounded point, and a configuration that was already evaluated, is running, or
 failed is never proposed again. Everything is a deterministic function of (seed, trial number, study history),
@@ -27,7 +33,7 @@ design from scipy.stats.qmc, the local optimiser from scipy.optimize.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from optuna.distributions import BaseDistribution
@@ -134,9 +140,28 @@ class SamoCobraSampler(BaseSampler):
             Constraints set in the objective with `trial.set_constraint` (Optuna >= 5) are used without it.
         n_candidates: random candidates screened per iteration (default max(2000, 200 d)).
         seed: makes the sampler deterministic.
+        cheap_objectives: {objective index: f(params) -> float}, objectives that are exact, inexpensive functions
+            of the parameters dict (as in ``trial.params``), in the objective's own units and direction (the
+            value the objective itself returns, e.g. inference time in ms, minimised). They are not modelled:
+            the infill criterion takes f(params) of each candidate, and only the other objectives get RBF
+            surrogates. The evaluated points still enter with the values their trials returned. A candidate whose
+            cheap value is not finite is never proposed. IOC-SAMO-COBRA (de Winter et al. 2022).
+        cheap_constraints: {name: g(params) -> float}, exact inexpensive constraints, feasible when g <= 0 (for
+            an inference-time ceiling T: ``g = t(params) - T``). Every proposal satisfies them, the initial design
+            included (an infeasible design point is replaced by the feasible point of a scrambled Halton pool
+            farthest from the rest of the design); NaN counts as violated. A trial constraint of the same name
+            (``trial.set_constraint(name, ...)``, which Optuna's ``best_trials`` then also respects) is not
+            modelled. If no feasible candidate is found, the least violating one is proposed with a warning.
+
+    The cheap functions are called many times per proposal (every screened candidate, a few thousand, and the
+    COBYLA steps; results are reused within a proposal for repeated configurations). A function that costs
+    seconds, such as timing a compiled model, should memoise on the parameters it depends on (the architecture,
+    not the learning rate).
 
     Raises:
-        ValueError: unknown `initial_design` or `infill`.
+        ValueError: unknown `initial_design` or `infill`; a negative cheap objective index; at the first
+            model-based proposal, a cheap objective index beyond the study's objectives.
+        TypeError: a cheap objective or constraint that is not callable.
     """
 
     def __init__(self, search_space: Optional[Dict[str, BaseDistribution]] = None, n_initial: Optional[int] = None,
@@ -144,7 +169,9 @@ class SamoCobraSampler(BaseSampler):
                  kernels: Sequence[str] = DEFAULT_KERNELS,
                  distance_requirements: Sequence[float] = DEFAULT_DISTANCES,
                  constraints_func: Optional[Callable[[FrozenTrial], Sequence[float]]] = None,
-                 n_candidates: Optional[int] = None, seed: Optional[int] = None):
+                 n_candidates: Optional[int] = None, seed: Optional[int] = None,
+                 cheap_objectives: Optional[Mapping[int, Callable[[Dict[str, Any]], float]]] = None,
+                 cheap_constraints: Optional[Mapping[str, Callable[[Dict[str, Any]], float]]] = None):
         if initial_design not in ("lhs", "halton"):
             raise ValueError(f"initial_design must be 'lhs' or 'halton', got {initial_design!r}")
         if infill not in ("phv", "sms"):
@@ -161,6 +188,17 @@ class SamoCobraSampler(BaseSampler):
         self._seed = 0 if seed is None else int(seed)
         self._intersection = IntersectionSearchSpace()
         self._random = RandomSampler(seed=seed)
+        self._cheap_objectives = {int(k): f for k, f in sorted((cheap_objectives or {}).items())}
+        self._cheap_constraints = dict(cheap_constraints or {})
+        for k, f in self._cheap_objectives.items():
+            if k < 0:
+                raise ValueError(f"cheap objective index must be >= 0, got {k}")
+            if not callable(f):
+                raise TypeError(f"cheap objective {k} is not callable: {f!r}")
+        for name, g in self._cheap_constraints.items():
+            if not callable(g):
+                raise TypeError(f"cheap constraint {name!r} is not callable: {g!r}")
+        self._design_cache: Dict[Tuple, np.ndarray] = {}
 
     # -- Optuna's sampler interface ---------------------------------------------------------------------------
     def reseed_rng(self) -> None:
@@ -176,10 +214,13 @@ class SamoCobraSampler(BaseSampler):
                         search_space: Dict[str, BaseDistribution]) -> Dict[str, Any]:
         if not search_space or "fixed_params" in trial.system_attrs:  # an enqueued (e.g. retried) trial
             return {}
+        if self._cheap_objectives and max(self._cheap_objectives) >= len(study.directions):
+            raise ValueError(f"cheap objective index {max(self._cheap_objectives)} is out of range for a study "
+                             f"with {len(study.directions)} objectives")
         d = len(search_space)
         n_initial = self._n_initial or d + 1
         if trial.number < n_initial:
-            return from_unit(search_space, self._design(d, n_initial)[trial.number])
+            return from_unit(search_space, self._design(d, n_initial, search_space)[trial.number])
         rng = np.random.default_rng([self._seed, trial.number])
         x = self._infill_point(study, search_space, trial.number, rng)
         return from_unit(search_space, x)
@@ -194,20 +235,69 @@ class SamoCobraSampler(BaseSampler):
             process_constraints_after_trial(self._constraints_func, study, trial, state)
 
     # -- the algorithm ----------------------------------------------------------------------------------------
-    def _design(self, d: int, n: int) -> np.ndarray:
-        """The initial design, (n, d) points in [0, 1]^d; the same for every worker with this seed."""
+    def _design(self, d: int, n: int, space: Optional[Dict[str, BaseDistribution]] = None) -> np.ndarray:
+        """The initial design, (n, d) points in [0, 1]^d; the same for every worker with this seed.
+
+        With cheap constraints (and `space`), every infeasible point is replaced, in order, by the feasible point
+        of a scrambled Halton pool (max(256, 64 n) points) that lies farthest from the design's other points."""
         if self._initial_design == "lhs":
-            return qmc.LatinHypercube(d=d, seed=self._seed).random(n)
-        return qmc.Halton(d=d, scramble=True, seed=self._seed).random(n)
+            design = qmc.LatinHypercube(d=d, seed=self._seed).random(n)
+        else:
+            design = qmc.Halton(d=d, scramble=True, seed=self._seed).random(n)
+        if not self._cheap_constraints or space is None:
+            return design
+        key = (d, n, tuple(space.items()))
+        if key in self._design_cache:
+            return self._design_cache[key]
+        cache: Dict[Tuple, Tuple[np.ndarray, np.ndarray]] = {}
+        bad = self._cheap_violation(space, design, cache) > 0
+        if bad.any():
+            pool = qmc.Halton(d=d, scramble=True, seed=self._seed + 1).random(max(256, 64 * n))
+            violation = self._cheap_violation(space, pool, cache)
+            pool_ok = pool[violation <= 0]
+            if len(pool_ok) == 0:
+                warnings.warn("no configuration of the initial design's pool satisfies the cheap constraints; "
+                              "keeping the least violating ones", stacklevel=2)
+                pool_ok = pool[np.argsort(violation, kind="stable")[: int(bad.sum())]]
+            for i in np.flatnonzero(bad):
+                others = np.delete(design, i, axis=0)
+                gap = np.min(np.linalg.norm(pool_ok[:, None, :] - others[None, :, :], axis=-1), axis=1)
+                design[i] = pool_ok[int(np.argmax(gap))]
+        self._design_cache[key] = design
+        return design
+
+    # -- exact inexpensive objectives and constraints (IOC-SAMO-COBRA) ----------------------------------------
+    def _cheap_values(self, space: Dict[str, BaseDistribution], P: np.ndarray,
+                      cache: Dict[Tuple, Tuple[np.ndarray, np.ndarray]]) -> Tuple[np.ndarray, np.ndarray]:
+        """Exact cheap objective values (q, k) and cheap constraint values (q, c) at (q, d) box points.
+
+        Values are those of the configurations the points round to; `cache` reuses them for repeats."""
+        objs = np.empty((len(P), len(self._cheap_objectives)))
+        cons = np.empty((len(P), len(self._cheap_constraints)))
+        for i, x in enumerate(P):
+            params = from_unit(space, x)
+            key = tuple(params.values())
+            if key not in cache:
+                cache[key] = (np.array([float(f(dict(params))) for f in self._cheap_objectives.values()]),
+                              np.array([float(g(dict(params))) for g in self._cheap_constraints.values()]))
+            objs[i], cons[i] = cache[key]
+        return objs, cons
+
+    def _cheap_violation(self, space, P, cache) -> np.ndarray:
+        """Summed violation of the cheap constraints at (q, d) points, shape (q,): 0 where feasible, inf for NaN."""
+        if not self._cheap_constraints:
+            return np.zeros(len(P))
+        _, cons = self._cheap_values(space, P, cache)
+        return np.where(np.isnan(cons), np.inf, np.maximum(cons, 0.0)).sum(axis=1)
 
     def _history(self, study: Study, space: Dict[str, BaseDistribution]):
-        """Evaluated points (X, minimisation-oriented Y, constraints C or None) and every point already taken
-        (evaluated, running, waiting or failed) as parameter dicts.
+        """Evaluated points (X, minimisation-oriented Y, constraints C or None, the constraints' names) and every
+        point already taken (evaluated, running, waiting or failed) as parameter dicts.
 
         Constraints are read from the trials (Optuna's `trial.set_constraint`, or `constraints_func`); a study
         is constrained when any completed trial has them."""
         signs = np.array([1.0 if d == StudyDirection.MINIMIZE else -1.0 for d in study.directions])
-        X, Y, C, taken = [], [], [], []
+        X, Y, C, taken, names = [], [], [], [], []
         for t in study.get_trials(deepcopy=False):
             if not all(name in t.params for name in space):
                 continue
@@ -218,27 +308,38 @@ class SamoCobraSampler(BaseSampler):
             X.append(to_unit(space, params))
             Y.append(signs * np.asarray(t.values, float))
             C.append([t.constraints[k] for k in sorted(t.constraints)])
+            names = names or sorted(t.constraints)
         widths = {len(c) for c in C}
         if widths - {0} and len(widths) > 1:
             raise ValueError("completed trials report different numbers of constraints; "
                              "every trial of a constrained study must set all of them")
         C_arr = np.asarray(C, float) if C and len(C[0]) else None
-        return np.asarray(X), np.asarray(Y), C_arr, taken
+        return np.asarray(X), np.asarray(Y), C_arr, names, taken
 
     def _infill_point(self, study: Study, space: Dict[str, BaseDistribution], number: int,
                       rng: np.random.Generator) -> np.ndarray:
         d = len(space)
-        X, Y, C, taken = self._history(study, space)
+        X, Y, C, cnames, taken = self._history(study, space)
         if len(X) == 0 or len(np.unique(np.round(X, 12), axis=0)) < d + 2:
             return self._fresh_random(space, taken, rng)  # too few evaluations for a linear-tailed RBF
-        outputs = Y if C is None else np.hstack([Y, C])
-        Xu, Ou = _dedupe(X, outputs)
         m = Y.shape[1]
+        # Surrogates only for what is expensive: cheap objectives and trial constraints named like a cheap
+        # constraint take their exact values instead (IOC-SAMO-COBRA).
+        modelled_y = [j for j in range(m) if j not in self._cheap_objectives]
+        modelled_c = [] if C is None else [j for j, n in enumerate(cnames) if n not in self._cheap_constraints]
+        C_model = C[:, modelled_c] if C is not None and modelled_c else None
+        outputs = Y[:, modelled_y] if C_model is None else np.hstack([Y[:, modelled_y], C_model])
+        Xu, Ou = _dedupe(X, outputs)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             models = [Surrogate(Xu, Ou[:, j], self._kernels) for j in range(Ou.shape[1])]
+        n_y = len(modelled_y)
 
+        cache: Dict[Tuple, Tuple[np.ndarray, np.ndarray]] = {}  # exact cheap values of this proposal
+        feasible_model = np.ones(len(Y), bool) if C_model is None else np.all(C_model <= 0, axis=1)
         feasible = np.ones(len(Y), bool) if C is None else np.all(C <= 0, axis=1)
+        if self._cheap_constraints:
+            feasible &= self._cheap_violation(space, X, cache) <= 0
         ref = self._reference(Y, feasible)
         ideal = Y[feasible].min(axis=0) if feasible.any() else Y.min(axis=0)
         scale = np.where(ref - ideal > 0, ref - ideal, 1.0)
@@ -252,20 +353,30 @@ class SamoCobraSampler(BaseSampler):
             epsilon = 1.0 / (len(front) * 10.0)
 
         margin = 0.0
-        if C is not None:
+        if C_model is not None:
             # COBRA's adaptive margin: predicted constraints must hold with a safety margin that doubles with
             # every infeasible proposal in a row (surrogates are least accurate right at the boundary).
             streak = 0
-            for ok in feasible[::-1]:
+            for ok in feasible_model[::-1]:
                 if ok:
                     break
                 streak += 1
-            margin = 0.005 * 2.0 ** min(streak, 6) * np.maximum(np.ptp(C, axis=0), 1e-12)
+            margin = 0.005 * 2.0 ** min(streak, 6) * np.maximum(np.ptp(C_model, axis=0), 1e-12)
+        cheap_idx = list(self._cheap_objectives)
+        signs = np.array([1.0 if d == StudyDirection.MINIMIZE else -1.0 for d in study.directions])
 
         def score(P: np.ndarray) -> np.ndarray:
             """Criterion for (q, d) snapped points: higher is better; infeasible predictions get -inf-like."""
-            preds = np.stack([model(P) for model in models], axis=1)
-            y = (preds[:, :m] - ideal) / scale + epsilon
+            preds = np.stack([model(P) for model in models], axis=1) if models else np.empty((len(P), 0))
+            if cheap_idx:
+                values = np.empty((len(P), m))
+                values[:, modelled_y] = preds[:, :n_y]
+                exact = signs[cheap_idx] * self._cheap_values(space, P, cache)[0]
+                unusable = ~np.isfinite(exact).all(axis=1)
+                values[:, cheap_idx] = np.where(np.isfinite(exact), exact, np.inf)
+            else:
+                values, unusable = preds[:, :m], None
+            y = (values - ideal) / scale + epsilon
             beyond = np.max(y - 1.0, axis=1)
             if len(front) == 0:
                 out = np.where(beyond >= 0, -beyond, np.prod(1.0 - y, axis=1))
@@ -276,9 +387,14 @@ class SamoCobraSampler(BaseSampler):
                 out = np.where(beyond >= 0, -np.maximum(beyond, 0.0), -np.maximum(gap, 0.0)) - 1e-12
                 for i in np.flatnonzero((gap < 0) & (beyond < 0)):
                     out[i] = compute_hypervolume(np.vstack([front, y[i]]), np.ones(m)) - hv_front
-            if C is not None:
-                violation = np.sum(np.maximum(preds[:, m:] + margin, 0.0), axis=1)
+            if C_model is not None:
+                violation = np.sum(np.maximum(preds[:, n_y:] + margin, 0.0), axis=1)
                 out = np.where(violation > 0, -1e6 - violation, out)
+            if self._cheap_constraints:
+                violation = self._cheap_violation(space, P, cache)
+                out = np.where(violation > 0, -1e9 - np.minimum(violation, 1e9), out)
+            if unusable is not None:
+                out = np.where(unusable, -1e12, out)
             return out
 
         # The step in the distance cycle follows the trial number, so that workers proposing at the same moment
@@ -306,6 +422,13 @@ class SamoCobraSampler(BaseSampler):
         if not far.any():
             return self._fresh_random(space, taken, rng)
         raw, snapped = raw[far], snapped[far]
+        if self._cheap_constraints:  # exact rejection, before any surrogate is asked
+            violation = self._cheap_violation(space, snapped, cache)
+            if not (violation <= 0).any():
+                warnings.warn("no candidate satisfies the cheap constraints; proposing the least violating one",
+                              stacklevel=2)
+                return snapped[int(np.argmin(violation))]
+            raw, snapped = raw[violation <= 0], snapped[violation <= 0]
         scores = score(snapped)
         order = np.argsort(-scores, kind="stable")
 
@@ -319,7 +442,7 @@ class SamoCobraSampler(BaseSampler):
             res = minimize(neg, start, method="COBYLA", constraints=cons, bounds=[(0.0, 1.0)] * d,
                            options={"maxiter": 20 * d, "rhobeg": 0.05})
             x = snap(space, np.clip(res.x, 0.0, 1.0))
-            if min_distance(x[None])[0] >= max(rho, 1e-9):
+            if min_distance(x[None])[0] >= max(rho, 1e-9) and self._cheap_violation(space, x[None], cache)[0] <= 0:
                 s = -neg(x)
                 if s > best_s:
                     best_x, best_s = x, s
@@ -336,10 +459,25 @@ class SamoCobraSampler(BaseSampler):
         return hi + 0.1 * np.where(hi > lo, hi - lo, np.abs(hi) + 1.0)
 
     def _fresh_random(self, space, taken: List[Dict[str, Any]], rng: np.random.Generator) -> np.ndarray:
-        """A random box point whose rounded configuration was not taken yet (best effort)."""
+        """A random box point whose rounded configuration was not taken yet and satisfies the cheap constraints
+        (best effort: 100 draws; then the least violating draw, with a warning)."""
         x = rng.random(len(space))
+        if not self._cheap_constraints:
+            for _ in range(100):
+                if from_unit(space, x) not in taken:
+                    break
+                x = rng.random(len(space))
+            return x
+        cache: Dict[Tuple, Tuple[np.ndarray, np.ndarray]] = {}
+        best, best_violation = x, np.inf
         for _ in range(100):
+            violation = self._cheap_violation(space, x[None], cache)[0]
             if from_unit(space, x) not in taken:
-                break
+                if violation <= 0:
+                    return x
+                if violation < best_violation:
+                    best, best_violation = x, violation
             x = rng.random(len(space))
-        return x
+        warnings.warn("no random configuration satisfies the cheap constraints; proposing the least violating one",
+                      stacklevel=2)
+        return best
