@@ -15,6 +15,7 @@ import json
 import os
 import time
 
+from experiments.config import enable_x64
 from qallegro.md.dynamics import ENSEMBLES
 
 
@@ -36,7 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write thermo and a trajectory frame every this many steps")
     parser.add_argument("--skin", type=float, default=0.5, help="neighbour-list skin in Å")
     parser.add_argument("--seed", type=int, default=0, help="seed of velocities and Langevin noise")
-    parser.add_argument("--float64", action="store_true", help="run in float64 (enables jax x64)")
+    parser.add_argument("--float64", action="store_true",
+                        help="run the network and the integrator in float64 (energies are summed in float64 "
+                             "either way)")
     parser.add_argument("--out", default="runs/md", help="output directory")
     parser.add_argument("--trajectory", default="trajectory.extxyz",
                         help="trajectory file name in --out (.extxyz, .xyz or .traj)")
@@ -45,8 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     import jax
 
-    if args.float64:
-        jax.config.update("jax_enable_x64", True)
+    enable_x64()  # float64 energy sums; the network and the state keep the potential's dtype unless --float64
     from ase.io import read
 
     from qallegro.md.dynamics import energy_drift, run_md

@@ -4,6 +4,15 @@ import jax
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def _restore_x64_mode():
+    """The command line switches JAX's x64 mode on for the whole process (experiments.config.enable_x64): a test
+    that calls it in-process must not change the dtypes of the tests that run after it in the same worker."""
+    before = jax.config.jax_enable_x64
+    yield
+    jax.config.update("jax_enable_x64", before)
+
+
 @pytest.fixture
 def x64():
     """Run the test with 64-bit floats (tight tolerances), restoring the global setting afterwards."""

@@ -138,7 +138,8 @@ def test_float64_sum_of_a_4000_atom_cell():
             model, p, edge_vectors(g.nodes["positions"], g), g.nodes["species"], g.senders, g.receivers,
             jraph.get_edge_padding_mask(g)))(params32, graph)
         per_atom = np.asarray(per_atom, dtype=np.float64)[: structure.n_atoms]
-    e_float32 = float(energy(jax.tree.map(np.asarray, params32), graph)[0])  # x64 off: float32 throughout
+    with jax.enable_x64(False):  # float32 throughout
+        e_float32 = float(energy(jax.tree.map(np.asarray, params32), graph)[0])
     e_mixed = float(e_mixed[0])
 
     network_part = per_atom - np.array(config["species_shift"])[np.asarray(graph.nodes["species"])[:4000]]
@@ -151,7 +152,8 @@ def test_float64_sum_of_a_4000_atom_cell():
 
 def test_saved_float32_potential_under_x64_same_forces_energy_by_the_sum_only():
     atoms = read(os.path.join(HERE, "data", "aspirin.xyz"))
-    e32, f32 = load(ASPIRIN_MODEL).energy_and_forces(atoms.positions, atoms.numbers)
+    with jax.enable_x64(False):
+        e32, f32 = load(ASPIRIN_MODEL).energy_and_forces(atoms.positions, atoms.numbers)
     assert e32.dtype == jnp.float32
     with jax.enable_x64(True):
         potential = load(ASPIRIN_MODEL)

@@ -116,7 +116,9 @@ def make_chunk(system: MDSystem, apply_fn: Callable, ensemble: str, kT: float, n
     def body(carry, _):
         state, neighbors = carry
         neighbors = neighbors.update(state.position)
-        state = apply_fn(state, neighbor=neighbors)
+        # Under x64 jax-md's thermostats draw noise in the default float64, which would promote a float32 state
+        # (a float32 potential's MD): keep every state field in its own dtype.
+        state = jax.tree.map(lambda new, old: new.astype(old.dtype), apply_fn(state, neighbor=neighbors), state)
         return (state, neighbors), None
 
     @jax.jit
