@@ -73,16 +73,18 @@ def machine_info() -> Dict[str, Any]:
             "cpus": os.cpu_count(), "python": platform.python_version()}
 
 
-def load_settings(minutes: float, seed: int) -> Dict[str, Any]:
+def load_settings(minutes: float, seed: int, max_epochs: Optional[int] = None) -> Dict[str, Any]:
     """The shared settings: the two model dicts of peer.py, the cpu-profile training settings, the data split.
 
     Args:
         minutes: the wall budget of each side.
         seed: split, initialisation and shuffling seed of both sides.
+        max_epochs: also stop each side after this many epochs (None: the wall budget alone), for per-epoch
+            comparisons over seeds.
 
     Returns:
         {"qallegro_model", "peer_model", "training" (the `SHARED_TRAINING` values), "profile_training" (the
-        profile's training section as written), "n_train", "n_val", "minutes", "seed", "dtype"}.
+        profile's training section as written), "n_train", "n_val", "minutes", "max_epochs", "seed", "dtype"}.
     """
     from experiments.benchmarks import peer
     from qallegro.config import load_config_file
@@ -94,7 +96,7 @@ def load_settings(minutes: float, seed: int) -> Dict[str, Any]:
             "training": {k: getattr(tcfg, k) for k in SHARED_TRAINING},
             "profile_training": dict(profile.get("training", {})),
             "n_train": int(profile["dataset"]["n_train"]), "n_val": int(profile["dataset"]["n_val"]),
-            "minutes": float(minutes), "seed": int(seed), "dtype": "float32"}
+            "minutes": float(minutes), "max_epochs": max_epochs, "seed": int(seed), "dtype": "float32"}
 
 
 def load_data(settings: Dict[str, Any]) -> Tuple[list, list, list]:
@@ -155,7 +157,8 @@ def run_qallegro(settings: Dict[str, Any], test: Sequence[Any], workdir: str) ->
     from qallegro.train.run import run_training
 
     out = os.path.join(workdir, "qallegro")
-    training = dict(settings["profile_training"], max_epochs=10 ** 6, max_minutes=settings["minutes"])
+    training = dict(settings["profile_training"], max_epochs=settings.get("max_epochs") or 10 ** 6,
+                    max_minutes=settings["minutes"])
     if "refit_shift" in {f.name for f in dataclasses.fields(TrainConfig)}:
         training["refit_shift"] = False  # nequip has no post-training shift refit
     cfg = {"dataset": {"train": TRAIN_NPZ, "n_train": settings["n_train"], "n_val": settings["n_val"]},
@@ -256,7 +259,8 @@ def peer_config(settings: Dict[str, Any], statistics: Dict[str, Any], peer_dir: 
             "val_dataloader": loader(tr["eval_batch_size"], False),
             "test_dataloader": loader(tr["eval_batch_size"], False)},
         "trainer": {
-            "_target_": "lightning.Trainer", "accelerator": "cpu", "devices": 1, "max_epochs": 10 ** 6,
+            "_target_": "lightning.Trainer", "accelerator": "cpu", "devices": 1,
+            "max_epochs": settings.get("max_epochs") or 10 ** 6,
             "max_time": lightning_duration(60.0 * settings["minutes"]), "check_val_every_n_epoch": 1,
             "num_sanity_val_steps": 0, "log_every_n_steps": 50, "enable_progress_bar": False,
             "gradient_clip_val": float(tr["clip_norm"]) / scale, "gradient_clip_algorithm": "norm",
@@ -607,6 +611,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--minutes", type=float, default=30.0, help="training wall budget of each side (min)")
     parser.add_argument("--quick", action="store_true", help="smoke test: 2 minutes each, outputs under runs/")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-epochs", type=int, default=None,
+                        help="also stop each side after N epochs (per-epoch comparisons; --minutes stays a ceiling)")
     parser.add_argument("--out", default=None, help="report folder (default experiments/results; with --quick "
                                                     "runs/time_to_accuracy-quick)")
     parser.add_argument("--workdir", default=None, help="run directories (default runs/time_to_accuracy[-quick])")
@@ -631,7 +637,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "command": "python -m experiments.benchmarks.time_to_accuracy " + " ".join(sys.argv[1:] if argv is None
                                                                                   else argv),
         "loadavg": {"start": list(os.getloadavg())}}
-    settings = load_settings(minutes, args.seed)
+    settings = load_settings(minutes, args.seed, args.max_epochs)
     report["settings"] = settings
     report["peer_threads"] = args.peer_threads
     report["differences"] = differences(settings, args.peer_threads)
