@@ -126,3 +126,30 @@ def test_unsatisfiable_cheap_constraint_warns():
     with pytest.warns(UserWarning, match="least violating"):
         study.optimize(notch_objective, n_trials=1)
     assert study.trials[0].params["x"] < 0.05  # the least violating point of the design's pool
+
+
+def test_cheap_budget_bounds_the_calls_per_proposal():
+    """With cheap_budget=k (functions that cost seconds, e.g. timing a compiled model) each proposal values at most
+    k new configurations, every proposal is one of them or known before, and the ceiling still holds exactly."""
+    space = {"lr": FloatDistribution(1e-4, 1e-1, log=True), "layers": IntDistribution(1, 4),
+             "width": CategoricalDistribution([8, 16, 32, 64])}
+    seen = set()
+
+    def timed(params):
+        seen.add(tuple(sorted(params.items())))
+        return inference_ms(params)
+
+    sampler = SamoCobraSampler(space, seed=3, cheap_budget=6, cheap_objectives={1: timed},
+                               cheap_constraints={"ceiling": lambda p: timed(p) - CEILING_MS})
+    study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler)
+    new_per_trial = []
+    for _ in range(12):
+        before = len(seen)
+        study.optimize(architecture_objective, n_trials=1)
+        new_per_trial.append(len(seen) - before)
+        assert tuple(sorted(study.trials[-1].params.items())) in seen  # valued exactly before it was proposed
+    assert all(inference_ms(t.params) <= CEILING_MS for t in study.trials)
+    assert max(new_per_trial[5:]) <= 6  # model-based proposals (after the design and one random point)
+    assert sum(new_per_trial[5:]) >= 6  # and the budget is used
+    with pytest.raises(ValueError, match="cheap_budget"):
+        SamoCobraSampler(space, cheap_budget=0)

@@ -152,15 +152,20 @@ class SamoCobraSampler(BaseSampler):
             farthest from the rest of the design); NaN counts as violated. A trial constraint of the same name
             (``trial.set_constraint(name, ...)``, which Optuna's ``best_trials`` then also respects) is not
             modelled. If no feasible candidate is found, the least violating one is proposed with a warning.
+        cheap_budget: None (default) for cheap functions that cost next to nothing (analytic ones): every
+            screened candidate (a few thousand per proposal) and every COBYLA step is valued exactly. An int k
+            for functions that cost seconds, such as timing a compiled model: per proposal at most k new
+            configurations are valued (plus, once each, the evaluated trials and the initial design's
+            replacements); the candidates are screened with the exact values known so far, interpolated by a
+            cubic RBF between them, only to decide which k to value, and the proposal is the best of the
+            exactly valued candidates. Exact values are kept for the sampler's life.
 
-    The cheap functions are called many times per proposal (every screened candidate, a few thousand, and the
-    COBYLA steps; results are reused within a proposal for repeated configurations). A function that costs
-    seconds, such as timing a compiled model, should memoise on the parameters it depends on (the architecture,
-    not the learning rate).
+    Without a budget the exact values are reused only within one proposal. Either way a function that costs
+    seconds should memoise on the parameters it depends on (the architecture, not the learning rate).
 
     Raises:
-        ValueError: unknown `initial_design` or `infill`; a negative cheap objective index; at the first
-            model-based proposal, a cheap objective index beyond the study's objectives.
+        ValueError: unknown `initial_design` or `infill`; a negative cheap objective index; `cheap_budget`
+            below 1; at the first proposal, a cheap objective index beyond the study's objectives.
         TypeError: a cheap objective or constraint that is not callable.
     """
 
@@ -171,7 +176,8 @@ class SamoCobraSampler(BaseSampler):
                  constraints_func: Optional[Callable[[FrozenTrial], Sequence[float]]] = None,
                  n_candidates: Optional[int] = None, seed: Optional[int] = None,
                  cheap_objectives: Optional[Mapping[int, Callable[[Dict[str, Any]], float]]] = None,
-                 cheap_constraints: Optional[Mapping[str, Callable[[Dict[str, Any]], float]]] = None):
+                 cheap_constraints: Optional[Mapping[str, Callable[[Dict[str, Any]], float]]] = None,
+                 cheap_budget: Optional[int] = None):
         if initial_design not in ("lhs", "halton"):
             raise ValueError(f"initial_design must be 'lhs' or 'halton', got {initial_design!r}")
         if infill not in ("phv", "sms"):
@@ -198,6 +204,10 @@ class SamoCobraSampler(BaseSampler):
         for name, g in self._cheap_constraints.items():
             if not callable(g):
                 raise TypeError(f"cheap constraint {name!r} is not callable: {g!r}")
+        if cheap_budget is not None and int(cheap_budget) < 1:
+            raise ValueError(f"cheap_budget must be >= 1 or None, got {cheap_budget}")
+        self._cheap_budget = None if cheap_budget is None else int(cheap_budget)
+        self._cheap_cache: Dict[Tuple, Tuple[np.ndarray, np.ndarray]] = {}  # kept across proposals with a budget
         self._design_cache: Dict[Tuple, np.ndarray] = {}
 
     # -- Optuna's sampler interface ---------------------------------------------------------------------------
@@ -249,20 +259,24 @@ class SamoCobraSampler(BaseSampler):
         key = (d, n, tuple(space.items()))
         if key in self._design_cache:
             return self._design_cache[key]
-        cache: Dict[Tuple, Tuple[np.ndarray, np.ndarray]] = {}
+        cache = self._new_cache()
         bad = self._cheap_violation(space, design, cache) > 0
         if bad.any():
             pool = qmc.Halton(d=d, scramble=True, seed=self._seed + 1).random(max(256, 64 * n))
-            violation = self._cheap_violation(space, pool, cache)
-            pool_ok = pool[violation <= 0]
-            if len(pool_ok) == 0:
-                warnings.warn("no configuration of the initial design's pool satisfies the cheap constraints; "
-                              "keeping the least violating ones", stacklevel=2)
-                pool_ok = pool[np.argsort(violation, kind="stable")[: int(bad.sum())]]
+            fallback = None
             for i in np.flatnonzero(bad):
                 others = np.delete(design, i, axis=0)
-                gap = np.min(np.linalg.norm(pool_ok[:, None, :] - others[None, :, :], axis=-1), axis=1)
-                design[i] = pool_ok[int(np.argmax(gap))]
+                gap = np.min(np.linalg.norm(pool[:, None, :] - others[None, :, :], axis=-1), axis=1)
+                for j in np.argsort(-gap, kind="stable"):  # farthest first; evaluated lazily
+                    if self._cheap_violation(space, pool[j][None], cache)[0] <= 0:
+                        design[i] = pool[j]
+                        break
+                else:
+                    if fallback is None:
+                        warnings.warn("no configuration of the initial design's pool satisfies the cheap "
+                                      "constraints; keeping the least violating ones", stacklevel=2)
+                        fallback = list(np.argsort(self._cheap_violation(space, pool, cache), kind="stable"))
+                    design[i] = pool[fallback.pop(0)]
         self._design_cache[key] = design
         return design
 
@@ -276,12 +290,46 @@ class SamoCobraSampler(BaseSampler):
         cons = np.empty((len(P), len(self._cheap_constraints)))
         for i, x in enumerate(P):
             params = from_unit(space, x)
-            key = tuple(params.values())
+            key = tuple(params.items())
             if key not in cache:
                 cache[key] = (np.array([float(f(dict(params))) for f in self._cheap_objectives.values()]),
                               np.array([float(g(dict(params))) for g in self._cheap_constraints.values()]))
             objs[i], cons[i] = cache[key]
         return objs, cons
+
+    def _new_cache(self) -> Dict[Tuple, Tuple[np.ndarray, np.ndarray]]:
+        """Where exact cheap values are kept: for one proposal, or for the sampler's life under a budget."""
+        return self._cheap_cache if self._cheap_budget is not None else {}
+
+    def _cheap_estimate(self, space: Dict[str, BaseDistribution]):
+        """P -> (objs, cons) as `_cheap_values`, without calling the cheap functions: exact where the
+        configuration is in the cache, elsewhere RBF interpolation of the cached exact values (a screen only)."""
+        cache = self._cheap_cache
+        keys = list(cache)
+        Xc = np.array([to_unit(space, dict(k)) for k in keys]).reshape(len(keys), len(space))
+        Vc = np.array([np.concatenate(cache[k]) for k in keys]).reshape(len(keys), -1)
+        k_obj = len(self._cheap_objectives)
+        ok = np.all(np.isfinite(Vc), axis=1)
+        models = None
+        if ok.sum() >= len(space) + 2:
+            Xu, Vu = _dedupe(Xc[ok], Vc[ok])
+            if len(Xu) >= len(space) + 2:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    models = [RBFInterpolator(Xu, Vu[:, j], kernel="cubic", degree=1) for j in range(Vu.shape[1])]
+        fill = np.nanmedian(np.where(np.isfinite(Vc), Vc, np.nan), axis=0) if len(Vc) else np.zeros(Vc.shape[1])
+
+        def estimate(P):
+            V = np.tile(np.nan_to_num(fill), (len(P), 1))
+            if models is not None:
+                V = np.stack([model(P) for model in models], axis=1)
+            for i, x in enumerate(P):
+                key = tuple(from_unit(space, x).items())
+                if key in cache:
+                    V[i] = np.concatenate(cache[key])
+            return V[:, :k_obj], V[:, k_obj:]
+
+        return estimate
 
     def _cheap_violation(self, space, P, cache) -> np.ndarray:
         """Summed violation of the cheap constraints at (q, d) points, shape (q,): 0 where feasible, inf for NaN."""
@@ -335,7 +383,10 @@ class SamoCobraSampler(BaseSampler):
             models = [Surrogate(Xu, Ou[:, j], self._kernels) for j in range(Ou.shape[1])]
         n_y = len(modelled_y)
 
-        cache: Dict[Tuple, Tuple[np.ndarray, np.ndarray]] = {}  # exact cheap values of this proposal
+        cache = self._new_cache()  # exact cheap values
+
+        def exact_cheap(P):
+            return self._cheap_values(space, P, cache)
         feasible_model = np.ones(len(Y), bool) if C_model is None else np.all(C_model <= 0, axis=1)
         feasible = np.ones(len(Y), bool) if C is None else np.all(C <= 0, axis=1)
         if self._cheap_constraints:
@@ -365,13 +416,14 @@ class SamoCobraSampler(BaseSampler):
         cheap_idx = list(self._cheap_objectives)
         signs = np.array([1.0 if d == StudyDirection.MINIMIZE else -1.0 for d in study.directions])
 
-        def score(P: np.ndarray) -> np.ndarray:
-            """Criterion for (q, d) snapped points: higher is better; infeasible predictions get -inf-like."""
+        def score(P: np.ndarray, cheap: Callable = exact_cheap) -> np.ndarray:
+            """Criterion for (q, d) snapped points: higher is better; infeasible predictions get -inf-like.
+            `cheap`: P -> (cheap objective values, cheap constraint values), exact unless screening."""
             preds = np.stack([model(P) for model in models], axis=1) if models else np.empty((len(P), 0))
             if cheap_idx:
                 values = np.empty((len(P), m))
                 values[:, modelled_y] = preds[:, :n_y]
-                exact = signs[cheap_idx] * self._cheap_values(space, P, cache)[0]
+                exact = signs[cheap_idx] * cheap(P)[0]
                 unusable = ~np.isfinite(exact).all(axis=1)
                 values[:, cheap_idx] = np.where(np.isfinite(exact), exact, np.inf)
             else:
@@ -391,7 +443,8 @@ class SamoCobraSampler(BaseSampler):
                 violation = np.sum(np.maximum(preds[:, n_y:] + margin, 0.0), axis=1)
                 out = np.where(violation > 0, -1e6 - violation, out)
             if self._cheap_constraints:
-                violation = self._cheap_violation(space, P, cache)
+                cons = cheap(P)[1]
+                violation = np.where(np.isnan(cons), np.inf, np.maximum(cons, 0.0)).sum(axis=1)
                 out = np.where(violation > 0, -1e9 - np.minimum(violation, 1e9), out)
             if unusable is not None:
                 out = np.where(unusable, -1e12, out)
@@ -422,6 +475,8 @@ class SamoCobraSampler(BaseSampler):
         if not far.any():
             return self._fresh_random(space, taken, rng)
         raw, snapped = raw[far], snapped[far]
+        if self._cheap_budget is not None and (self._cheap_objectives or self._cheap_constraints):
+            return self._budgeted_choice(space, snapped, score, exact_cheap, cache)
         if self._cheap_constraints:  # exact rejection, before any surrogate is asked
             violation = self._cheap_violation(space, snapped, cache)
             if not (violation <= 0).any():
@@ -448,6 +503,31 @@ class SamoCobraSampler(BaseSampler):
                     best_x, best_s = x, s
         return best_x
 
+    def _budgeted_choice(self, space, snapped: np.ndarray, score: Callable, exact_cheap: Callable,
+                         cache) -> np.ndarray:
+        """Choice among (q, d) candidates when the cheap functions may be called at most `cheap_budget` times
+        per proposal: a screen ranks all candidates with the cached exact values (interpolated between them),
+        the best `cheap_budget` unknown ones get exact values, and the best exactly scored candidate wins
+        (no COBYLA step, which would call the functions at arbitrary points). Up to three rounds if every
+        exactly known candidate violates a cheap constraint; then the least violating, with a warning."""
+        screen = score(snapped, self._cheap_estimate(space))
+        keys = [tuple(from_unit(space, x).items()) for x in snapped]
+        order = np.argsort(-screen, kind="stable")
+        pending = [i for i in order if keys[i] not in cache]
+        for _ in range(3):
+            batch, pending = pending[: self._cheap_budget], pending[self._cheap_budget:]
+            exact_cheap(snapped[batch])  # the only calls of this proposal
+            known = np.array([k in cache for k in keys])
+            scores = score(snapped[known])
+            if (self._cheap_violation(space, snapped[known], cache) <= 0).any() or not pending:
+                break
+        violation = self._cheap_violation(space, snapped[known], cache)
+        if not (violation <= 0).any():
+            warnings.warn("no candidate satisfies the cheap constraints; proposing the least violating one",
+                          stacklevel=2)
+            return snapped[known][int(np.argmin(violation))]
+        return snapped[known][int(np.argmax(scores))]
+
     def _reference(self, Y: np.ndarray, feasible: np.ndarray) -> np.ndarray:
         if self._reference_point is not None:
             if len(self._reference_point) != Y.shape[1]:
@@ -468,7 +548,7 @@ class SamoCobraSampler(BaseSampler):
                     break
                 x = rng.random(len(space))
             return x
-        cache: Dict[Tuple, Tuple[np.ndarray, np.ndarray]] = {}
+        cache = self._new_cache()
         best, best_violation = x, np.inf
         for _ in range(100):
             violation = self._cheap_violation(space, x[None], cache)[0]
