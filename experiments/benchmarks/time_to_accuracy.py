@@ -70,7 +70,7 @@ def log(message: str) -> None:
 def machine_info() -> Dict[str, Any]:
     """The machine: platform, processor, core count."""
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), "python": platform.python_version()}
+            "cpus": os.cpu_count(), "cores_allowed": len(os.sched_getaffinity(0)), "python": platform.python_version()}
 
 
 def load_settings(minutes: float, seed: int, max_epochs: Optional[int] = None) -> Dict[str, Any]:
@@ -577,7 +577,8 @@ def plot(report: Dict[str, Any], path: str) -> None:
         if drawn:
             ax.legend()
     m = report["machine"]
-    fig.suptitle(f"rMD17 aspirin, {report['settings']['minutes']:g} min each, {m['cpus']} CPU cores, "
+    cores = m.get("cores_allowed", m["cpus"])  # a run pinned with taskset sees its own cores only
+    fig.suptitle(f"rMD17 aspirin, {report['settings']['minutes']:g} min each, {cores} of {m['cpus']} CPU cores, "
                  f"{report['date']}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
