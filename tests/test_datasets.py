@@ -237,6 +237,35 @@ def test_external_energy_reference_refit():
     np.testing.assert_allclose(err["reference_offsets_eV_per_atom"], [-0.05, 0.2], atol=2e-3)
 
 
+def test_external_sets_share_one_padded_shape(tmp_path, monkeypatch):
+    """All external sets are padded to one budget: the evaluation budget, grown once to the largest external
+    structure, so evaluating them compiles at most one new shape (a loader per set compiled one each)."""
+    from qallegro.data.graphs import structure_to_graph
+    from qallegro.data.loader import BatchBudget
+    from qallegro.data.readers import read_structures
+    from qallegro.train import evaluation
+    from qallegro.train.config import TrainConfig
+
+    small, large = tmp_path / "small.extxyz", tmp_path / "large.extxyz"
+    cell = ase.build.bulk("Cu", "fcc", a=3.6, cubic=True)
+    ase.io.write(small, [cell] * 3)
+    ase.io.write(large, [cell.repeat(2)] * 2)  # 32 atoms: larger than the evaluation budget below
+    budgets = []
+
+    def fake_evaluate(eval_step, params, loader, cfg, return_predictions=False, shift_correction=None):
+        budgets.append(loader.budget)
+        assert all(batch.senders.shape[0] == loader.budget.n_edge for batch in loader.batches(0))
+        n = len(loader.graphs)
+        return {"forces_mae": 1.0, "forces_rmse": 1.0}, {"energy_pred": np.zeros(n)}
+
+    monkeypatch.setattr(evaluation, "evaluate", fake_evaluate)
+    given = BatchBudget(n_node=20, n_edge=400, n_graph=4)
+    evaluation.evaluate_external({"small": str(small), "large": str(large)}, None, None, 3.0, [29],
+                                 TrainConfig(eval_batch_size=3), log=lambda _: None, budget=given)
+    graphs = [structure_to_graph(s, 3.0, [29]) for p in (small, large) for s in read_structures(str(p))]
+    assert budgets == [given.covering(graphs)] * 2 and budgets[0] != given
+
+
 # ---- --dataset extxyz:PATH end to end, with stress -------------------------------------------------------------
 
 def test_train_on_extxyz_path_with_stress(tmp_path, capsys):

@@ -19,7 +19,8 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 import jax.numpy as jnp
 import numpy as np
 
-from qallegro.data.loader import GraphLoader, make_loader
+from qallegro.data.graphs import structure_to_graph
+from qallegro.data.loader import BatchBudget, GraphLoader, fit_budget
 from qallegro.data.readers import read_structures
 from qallegro.data.statistics import composition_least_squares, composition_matrix
 from qallegro.data.structure import Structure
@@ -165,8 +166,13 @@ def external_metrics(structures: Sequence[Structure], predictions: Dict[str, np.
 
 def evaluate_external(sets: Mapping[str, Any], eval_step: Callable, params: Any, r_max: float,
                       species: Sequence[int], cfg: TrainConfig, log: Callable[[str], None] = print,
-                      shift_correction: Optional[np.ndarray] = None) -> Dict[str, Dict[str, Any]]:
+                      shift_correction: Optional[np.ndarray] = None,
+                      budget: Optional[BatchBudget] = None) -> Dict[str, Dict[str, Any]]:
     """`external_metrics` for every entry of `sets`.
+
+    Every set is padded to one budget: `budget` (the evaluation budget the step is already compiled for)
+    enlarged once to cover the largest external structure, so all sets together compile at most one new shape
+    (none when they fit). Without `budget`, the budget is derived from the external structures.
 
     Args:
         sets: name -> extxyz path, or name -> {path, min_volume_per_atom, max_volume_per_atom, read} (volumes in
@@ -181,7 +187,7 @@ def evaluate_external(sets: Mapping[str, Any], eval_step: Callable, params: Any,
         name -> metrics. Missing files are skipped with a message; frames with elements the model does not know
         are dropped and counted (dropped_unknown_species).
     """
-    results = {}
+    selected = {}  # name -> (spec, structures read, structures with the model's species)
     for name, entry in sets.items():
         spec = entry if isinstance(entry, dict) else {"path": entry}
         path = spec["path"]
@@ -198,12 +204,21 @@ def evaluate_external(sets: Mapping[str, Any], eval_step: Callable, params: Any,
         if not known:
             log(f"external {name}: no frame of {path} with the model's species and the volume bounds, skipped")
             continue
-        loader = make_loader(known, r_max, species, cfg.eval_batch_size)
+        selected[name] = (spec, structures, known)
+    graphs = {name: [structure_to_graph(s, r_max, species) for s in known] for name, (_, _, known) in
+              selected.items()}
+    every_graph = [g for gs in graphs.values() for g in gs]
+    if every_graph:
+        budget = (budget.covering(every_graph) if budget is not None
+                  else fit_budget(every_graph, cfg.eval_batch_size))
+    results = {}
+    for name, (spec, structures, known) in selected.items():
+        loader = GraphLoader(graphs[name], cfg.eval_batch_size, shuffle=False, budget=budget)
         metrics, predictions = evaluate(eval_step, params, loader, cfg, return_predictions=True,
                                         shift_correction=shift_correction)
         out = external_metrics(known, predictions, metrics, species)
-        out.update(path=os.path.relpath(path), dropped_unknown_species=len(structures) - len(known),
-                   volume_per_atom_bounds=[lo, hi])
+        out.update(path=os.path.relpath(spec["path"]), dropped_unknown_species=len(structures) - len(known),
+                   volume_per_atom_bounds=[spec.get("min_volume_per_atom"), spec.get("max_volume_per_atom")])
         results[name] = out
         log(f"external {name} ({out['n']} frames): forces MAE {out['forces_mae']:.1f} meV/Å, energy "
             f"{out.get('energy_per_atom_mae', float('nan')):.1f} meV/atom "

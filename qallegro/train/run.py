@@ -174,7 +174,8 @@ def run_training(cfg: Mapping[str, Any], out: str, seed: int = 0, resume: bool =
     }
     if data.external:  # e.g. real DFT frames for the generated Cu–Li set
         results["external"] = evaluate_external(data.external, eval_step, params, r_max, species, tcfg, log=log,
-                                                shift_correction=correction)
+                                                shift_correction=correction,
+                                                budget=(test_loader if test else val_loader).budget)
     write_json(os.path.join(out, "results.json"), results)
     # The deployable artifact (qallegro.potential.load): best EMA weights with the refitted shifts.
     save_potential(os.path.join(out, "potential.qallegro"), prepared.model_config, params, statistics,
