@@ -42,8 +42,9 @@ def init_params(model: nn.Module, graph: jraph.GraphsTuple, seed: int, dtype=jnp
     graph = batch_and_pad([graph]) if len(graph.n_node) == 1 else graph
     vectors = edge_vectors(jnp.asarray(graph.nodes["positions"], dtype), graph)
     params_key, shots_key = jax.random.split(jax.random.PRNGKey(seed))
-    params = model.init({"params": params_key, "shots": shots_key}, vectors, graph.nodes["species"], graph.senders,
-                        graph.receivers, jraph.get_edge_padding_mask(graph))
+    # jit-compiled: one XLA compilation instead of one per distinct eager operation (~300, ~20 s on 2 cores)
+    params = jax.jit(model.init)({"params": params_key, "shots": shots_key}, vectors, graph.nodes["species"],
+                                 graph.senders, graph.receivers, jraph.get_edge_padding_mask(graph))
     return jax.tree.map(lambda p: p.astype(dtype), params)
 
 
