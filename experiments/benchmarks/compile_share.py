@@ -3,8 +3,9 @@
     python -m experiments.benchmarks.compile_share --dataset culi --profile cpu --max-epochs 3 --out runs/cs
 
 JAX reports the duration of every tracing, lowering and XLA compilation through `jax.monitoring`; their sum is
-the run's compile time. Written to OUT/compile_share.json: compile seconds (and per stage), training minutes,
-epochs, epochs per minute, the number of compiled batch shapes, the test errors, and the machine's load.
+the run's compile time. Written to OUT/compile_share.json: compile seconds (per stage, and XLA seconds per jitted
+function, slowest first), training minutes, epochs, epochs per minute, the number of compiled batch shapes, the
+test errors, and the machine's load.
 
 The script uses the `qallegro` found first on sys.path, so the same command run from an older checkout (a git
 worktree) measures that version: that is how before/after comparisons are made (experiments/results/datasets.md).
@@ -44,11 +45,15 @@ def main(argv=None) -> int:
 
     seconds = defaultdict(float)
     counts = defaultdict(int)
+    by_function = defaultdict(lambda: [0, 0.0])  # XLA compilations per jitted function: [count, seconds]
 
-    def listener(event, duration, **_):
+    def listener(event, duration, fun_name=None, **_):
         if event in COMPILE_EVENTS:
             seconds[COMPILE_EVENTS[event]] += duration
             counts[COMPILE_EVENTS[event]] += 1
+            if COMPILE_EVENTS[event] == "xla":
+                by_function[fun_name or "?"][0] += 1
+                by_function[fun_name or "?"][1] += duration
 
     jax.monitoring.register_event_duration_secs_listener(listener)
     cfg = load_config(args.dataset, args.profile)
@@ -71,6 +76,8 @@ def main(argv=None) -> int:
         "qallegro": os.path.dirname(os.path.dirname(sys.modules["qallegro"].__file__)),
         "config": cfg, "wall_seconds": wall, "compile_seconds": compile_s,
         "compile_seconds_by_stage": dict(seconds), "compilations_by_stage": dict(counts),
+        "xla_by_function": {name: {"compilations": n, "seconds": t} for name, (n, t)
+                            in sorted(by_function.items(), key=lambda item: -item[1][1])},
         "train_minutes": results.get("train_minutes"), "epochs": results.get("epochs"),
         "epochs_per_minute": results.get("epochs", 0) / max(results.get("train_minutes") or 1e-9, 1e-9),
         "compiled_shapes": results.get("compiled_shapes"),
