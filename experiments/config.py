@@ -63,6 +63,32 @@ def load_config(dataset: str, profile: str = "cpu", config_file: Optional[str] =
     return cfg
 
 
+#: Environment variable naming the persistent compilation cache's folder; "off" (or empty) disables it.
+COMPILATION_CACHE_ENV = "QALLEGRO_COMPILATION_CACHE"
+
+
+def enable_compilation_cache() -> Optional[str]:
+    """Switch on JAX's persistent compilation cache for this process, as every command-line run does.
+
+    A program that was compiled before (the next seed or trial of the same architecture, a resumed run, a
+    second `make run`) is then read from disk instead of compiled again: the same executable, so no result
+    changes. The folder is ``$QALLEGRO_COMPILATION_CACHE``, by default ``~/.cache/qallegro/jax``; set the variable
+    to ``off`` to disable it. Programs that compile in under 0.5 s are not stored.
+
+    Returns:
+        The cache folder, or None when disabled.
+    """
+    import jax
+
+    folder = os.environ.get(COMPILATION_CACHE_ENV, os.path.join("~", ".cache", "qallegro", "jax"))
+    if folder.strip().lower() in ("", "off", "none", "0"):
+        return None
+    folder = os.path.abspath(os.path.expanduser(folder))
+    jax.config.update("jax_compilation_cache_dir", folder)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    return folder
+
+
 def enable_x64() -> None:
     """Switch on JAX's 64-bit mode, process-wide, as every command-line run does: energies, their labels and the
     loss's energy term are then float64 while the network keeps the config's dtype (float32 in every profile;

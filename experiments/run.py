@@ -69,6 +69,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
         argv = ["train"] + argv
     args = build_parser().parse_args(argv)
+    from experiments.config import enable_compilation_cache
+
+    enable_compilation_cache()  # a program compiled by an earlier run is read from disk, not compiled again
     return args._main(args)
 
 

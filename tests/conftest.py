@@ -1,7 +1,13 @@
 """pytest fixtures shared by the test modules."""
 
+import os
+
 import jax
 import pytest
+
+# Commands called in-process (experiments.run.main) switch JAX's persistent compilation cache on; tests keep it
+# off unless they ask for it (the `jax_compilation_cache` fixture), so no test reads programs from earlier runs.
+os.environ.setdefault("QALLEGRO_COMPILATION_CACHE", "off")
 
 
 @pytest.fixture(autouse=True)

@@ -75,3 +75,25 @@ def test_the_library_workflow_does_not_import_the_command_line():
             "bad = sorted(m for m in sys.modules if m == 'experiments' or m.startswith('experiments.')); "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(HERE))
+
+
+def test_command_line_compilation_cache_folder_and_switch_off(tmp_path, monkeypatch):
+    from jax.experimental.compilation_cache import compilation_cache
+
+    from experiments.config import COMPILATION_CACHE_ENV, enable_compilation_cache
+
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+    before = {name: getattr(jax.config, name) for name in names}
+    try:
+        monkeypatch.setenv(COMPILATION_CACHE_ENV, str(tmp_path / "cache"))
+        assert enable_compilation_cache() == str(tmp_path / "cache")
+        compilation_cache.reset_cache()  # the cache opens its folder once per process
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.jit(lambda x: x * 3.0 + 1.0)(np.arange(7.0)).block_until_ready()
+        assert os.listdir(tmp_path / "cache")  # the compiled program was stored there
+        monkeypatch.setenv(COMPILATION_CACHE_ENV, "off")
+        assert enable_compilation_cache() is None
+    finally:
+        for name, value in before.items():
+            jax.config.update(name, value)
+        compilation_cache.reset_cache()
