@@ -43,6 +43,7 @@ from qallegro.hpo.samo_cobra import SamoCobraSampler
 RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results")
 GP = "gp (logEHVI)"
 CHEAP = "samo-cobra (cheap f1)"
+SMS = "samo-cobra (sms)"
 
 
 def torch_info():
@@ -54,13 +55,15 @@ def torch_info():
     return torch.__version__, os.path.dirname(os.path.dirname(torch.__file__))
 
 
-def samplers(problem, space, seed, nsga_population, with_gp):
+def samplers(problem, space, seed, nsga_population, with_gp, sms=False):
     names = list(space)
 
     def exact(j):
         return lambda params: float(problem.objectives(np.array([params[n] for n in names]))[j])
 
     out = {"samo-cobra": SamoCobraSampler(space, seed=seed)}
+    if sms:
+        out[SMS] = SamoCobraSampler(space, seed=seed, infill="sms")
     if problem.cheap:
         out[CHEAP] = SamoCobraSampler(space, seed=seed, cheap_objectives={j: exact(j) for j in problem.cheap})
     if with_gp:
@@ -100,6 +103,11 @@ def main(argv=None) -> int:
     parser.add_argument("--problems", default="ZDT1,ZDT2,ZDT3,BNH,SRN", help="comma-separated subset")
     parser.add_argument("--samplers", default=None,
                         help="comma-separated subset of sampler names (default: all that can run)")
+    parser.add_argument("--sms", action="store_true", help="also run SAMO-COBRA with infill='sms'")
+    parser.add_argument("--resume", default=None,
+                        help="a previous samo_cobra_benchmark.json (same budget and zdt-dim): its runs are kept and "
+                             "only the missing (seed, problem, sampler) runs are made; problems outside --problems "
+                             "stay in the report with the seeds they have")
     parser.add_argument("--out", default=RESULTS, help="output directory")
     args = parser.parse_args(argv)
     command = "python -m experiments.benchmarks.samo_cobra " + " ".join(
@@ -117,13 +125,26 @@ def main(argv=None) -> int:
                "torch": None if torch is None else torch[0], "torch_location": None if torch is None else torch[1],
                "load_average_start": os.getloadavg()}
     results = {p.name: {} for p in chosen}
+    runs = []
+    if args.resume:
+        with open(args.resume) as f:
+            previous = json.load(f)
+        if previous["budget"] != args.budget or previous["zdt_dim"] != args.zdt_dim:
+            raise SystemExit(f"{args.resume}: budget {previous['budget']} and zdt-dim {previous['zdt_dim']} differ")
+        results = {**previous["results"], **{k: v for k, v in results.items() if k not in previous["results"]}}
+        runs = previous.get("runs") or [{"command": previous.get("command"), "machine": previous["machine"],
+                                         "wall_minutes": previous.get("wall_minutes")}]
+    this_run = {"command": command, "machine": machine}
     started = time.time()
     for seed in range(args.seeds):  # seed-major: an interrupted run has balanced results
         for problem in chosen:
             space = {f"x{i}": FloatDistribution(lo, hi) for i, (lo, hi) in enumerate(problem.bounds)}
-            for name, sampler in samplers(problem, space, seed, args.nsga_population, torch is not None).items():
+            for name, sampler in samplers(problem, space, seed, args.nsga_population, torch is not None,
+                                           args.sms).items():
                 if wanted is not None and name not in wanted:
                     continue
+                if len(results[problem.name].get(name, {}).get("hypervolume", [])) > seed:
+                    continue  # done in the run resumed
                 hv, seconds = run_one(problem, sampler, args.budget)
                 entry = results[problem.name].setdefault(name, {"hypervolume": [], "history": [], "seconds": []})
                 entry["hypervolume"].append(float(hv[-1]))
@@ -131,20 +152,21 @@ def main(argv=None) -> int:
                 entry["seconds"].append(seconds)
                 print(f"{problem.name} seed {seed} {name:24s} HV {hv[-1]:.4f}  {seconds:.1f} s", flush=True)
         machine["load_average_end"] = os.getloadavg()
-        summary = {"budget": args.budget, "seeds": seed + 1, "zdt_dim": args.zdt_dim, "command": command,
-                   "wall_minutes": (time.time() - started) / 60.0,
-                   "reference_points": {p.name: p.reference_point for p in chosen}, "results": results,
-                   "machine": machine}
-        write(summary, chosen, args.out)
-    print(markdown(summary, chosen))
+        this_run["wall_minutes"] = (time.time() - started) / 60.0
+        summary = {"budget": args.budget, "zdt_dim": args.zdt_dim,
+                   "reference_points": {p.name: p.reference_point for p in problems(args.zdt_dim)
+                                        if p.name in results},
+                   "results": results, "runs": runs + [this_run]}
+        write(summary, args.out)
+    print(markdown(summary))
     return 0
 
 
-def write(summary, chosen, out) -> None:
+def write(summary, out) -> None:
     with open(os.path.join(out, "samo_cobra_benchmark.json"), "w") as f:
         json.dump(summary, f)
     with open(os.path.join(out, "samo_cobra_benchmark.md"), "w") as f:
-        f.write(markdown(summary, chosen))
+        f.write(markdown(summary))
     plot(summary, os.path.join(out, "samo_cobra_benchmark.png"))
 
 
@@ -153,40 +175,51 @@ def _stats(per, name):
     return hv.mean(), (hv.std(ddof=1) if len(hv) > 1 else 0.0)
 
 
-def markdown(summary, chosen) -> str:
+def _machine_line(m, wall_minutes=None) -> str:
+    load = ", ".join(f"{v:.2f}" for v in m["load_average_start"])
+    load_end = ", ".join(f"{v:.2f}" for v in m.get("load_average_end", m["load_average_start"]))
+    gp = (f"GPSampler with torch {m['torch']} (imported from {m['torch_location']})" if m.get("torch")
+          else "no torch, so no GPSampler")
+    wall = "" if wall_minutes is None else f"; {wall_minutes:.0f} minutes in all"
+    return (f"{m['platform']}, {m['cpus']} CPUs shared with other jobs, run under `nice -n 10`; load average "
+            f"(1, 5, 15 min) {load} at the start, {load_end} at the end; Python {m['python']}, Optuna "
+            f"{m['optuna']}, scipy {m['scipy']}, numpy {m['numpy']}; {gp}{wall}")
+
+
+def markdown(summary) -> str:
     names = []
     for per in summary["results"].values():
         names += [n for n in per if n not in names]
-    m = summary["machine"]
-    gp_note = (f"GPSampler ran with torch {m['torch']} (imported from {m['torch_location']})."
-               if m.get("torch") else "GPSampler was left out: torch is not installed in this environment.")
-    load = ", ".join(f"{v:.2f}" for v in m["load_average_start"])
-    load_end = ", ".join(f"{v:.2f}" for v in m.get("load_average_end", m["load_average_start"]))
     lines = [f"### SAMO-COBRA vs Optuna samplers: hypervolume after {summary['budget']} evaluations "
-             f"(mean ± std over {summary['seeds']} seeds, 0..{summary['seeds'] - 1}; higher is better)", "",
+             "(mean ± std over seeds 0..n-1; higher is better)", "",
              f"ZDT1-3 with {summary['zdt_dim']} variables; BNH and SRN are constrained (hypervolume of the feasible "
-             "points). Reference points: " + ", ".join(f"{p.name} {p.reference_point}" for p in chosen) + ". "
+             "points). Reference points: " + ", ".join(f"{k} {tuple(v)}" for k, v in
+                                                       summary["reference_points"].items()) + ". "
              f"`{CHEAP}` is SAMO-COBRA given the exact f1 = x1 of ZDT (IOC-SAMO-COBRA; only ZDT declares a cheap "
-             f"objective). `{GP}` is Optuna's GPSampler (deterministic_objective=True, 10 start-up trials). "
-             + gp_note + " Best mean in bold. Seconds: sampler + objective wall time per run.", "",
-             f"Machine: {m['platform']}, {m['cpus']} CPUs shared with other jobs, run under `nice -n 10`; "
-             f"load average (1, 5, 15 min) {load} at the start, {load_end} at the end; Python {m['python']}, "
-             f"Optuna {m['optuna']}, scipy {m['scipy']}, numpy {m['numpy']}; "
-             f"{summary.get('wall_minutes', 0.0):.0f} minutes in all.", "",
-             f"Command: `{summary.get('command', '')}`", "",
-             "| problem | " + " | ".join(names) + " | best mean |", "|---|" + "---|" * (len(names) + 1)]
+             f"objective); `{SMS}` is SAMO-COBRA with the SMS infill. `{GP}` is Optuna's GPSampler "
+             "(deterministic_objective=True, 10 start-up trials). Best mean in bold; n is the number of seeds. "
+             "Seconds: sampler + objective wall time per run, on a shared machine (compare within a row only).", ""]
+    for k, run in enumerate(summary["runs"]):
+        prefix = "Command" if len(summary["runs"]) == 1 else f"Run {k + 1}" + (" (resuming the runs before)"
+                                                                                  if k else "")
+        lines += [f"{prefix}: `{run.get('command')}`; machine: "
+                  f"{_machine_line(run['machine'], run.get('wall_minutes'))}.", ""]
+    lines += ["| problem | n | " + " | ".join(names) + " | best mean |", "|---|---|" + "---|" * (len(names) + 1)]
     for problem, per in summary["results"].items():
         means = {n: _stats(per, n)[0] for n in names if n in per}
         best = max(means, key=means.get)
+        n_seeds = max(len(e["hypervolume"]) for e in per.values())
         cells = []
         for n in names:
             if n not in per:
                 cells.append("—")
                 continue
             mean, std = _stats(per, n)
+            count = len(per[n]["hypervolume"])
             cell = f"{mean:.6g} ± {std:.2g} ({np.mean(per[n]['seconds']):.1f} s)"
-            cells.append(f"**{cell}**" if n == best else cell)
-        lines.append(f"| {problem} | " + " | ".join(cells) + f" | {best} |")
+            cell = f"**{cell}**" if n == best else cell
+            cells.append(cell if count == n_seeds else f"{cell} (n={count})")
+        lines.append(f"| {problem} | {n_seeds} | " + " | ".join(cells) + f" | {best} |")
     if any(GP in per for per in summary["results"].values()):
         lines += ["", f"Per seed against `{GP}` (same seed; runs in which SAMO-COBRA's final hypervolume is higher):",
                   ""]
@@ -195,11 +228,20 @@ def markdown(summary, chosen) -> str:
                 continue
             gp = np.asarray(per[GP]["hypervolume"])
             parts = []
-            for n in ("samo-cobra", CHEAP):
+            for n in ("samo-cobra", CHEAP, SMS):
                 if n in per:
                     mine = np.asarray(per[n]["hypervolume"])[: len(gp)]
                     parts.append(f"{n} {int(np.sum(mine > gp[: len(mine)]))}/{len(mine)}")
             lines.append(f"- {problem}: " + ", ".join(parts))
+    pairs = {p: per for p, per in summary["results"].items() if CHEAP in per and "samo-cobra" in per}
+    if pairs:
+        lines += ["", f"`{CHEAP}` against `samo-cobra` (same seed): mean difference of the final hypervolume, and "
+                  "runs in which the cheap variant is higher:", ""]
+        for problem, per in pairs.items():
+            cheap = np.asarray(per[CHEAP]["hypervolume"])
+            plain = np.asarray(per["samo-cobra"]["hypervolume"])[: len(cheap)]
+            cheap = cheap[: len(plain)]
+            lines.append(f"- {problem}: {np.mean(cheap - plain):+.3g}, {int(np.sum(cheap > plain))}/{len(plain)}")
     return "\n".join(lines) + "\n"
 
 
