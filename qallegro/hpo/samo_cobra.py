@@ -14,11 +14,13 @@ optimization algorithm", EMO 2021, LNCS 12654) for expensive, few-evaluation pro
    direction); the best of many candidates is refined with COBYLA;
 4. one evaluation per iteration.
 
-Inexpensive objectives and constraints (IOC-SAMO-COBRA; de Winter, van Stein, Bäck, Memetic Computing 14, 2022):
-an objective or constraint that is a cheap, exact function of the configuration (inference time depends only on the
-architecture) is not modelled. For every candidate the criterion uses its exact value beside the surrogates'
-predictions of the expensive objectives, and a candidate that violates a cheap constraint is rejected outright
-(also in the initial design and in the random fallback), never through a surrogate.
+Inexpensive objectives and constraints (IOC-SAMO-COBRA; de Winter et al., Memetic Computing 2022): an objective or
+constraint that is a cheap, exact function of the configuration (inference time depends only on the architecture)
+is not modelled. A candidate x is scored with the objective vector y(x), y_j = f_j(params(x)) for a cheap
+objective j and y_j = RBF_j(x) otherwise, both normalised by the ideal and reference points of the evaluated
+feasible values: PHV(x) = HV(front + {y(x)}) - HV(front) when y(x) is not dominated. A candidate that violates a
+cheap constraint, g(params(x)) > 0, is rejected outright (also in the initial design and in the random fallback),
+never through a surrogate.
 
 Integer and categorical parameters live in the continuous box and are rounded (see qallegro.hpo.space); the
 surrogates are evaluated at the rounded point, and a configuration that was already evaluated, is running, or
@@ -122,7 +124,8 @@ def _dedupe(X: np.ndarray, Y: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
 
 
 class SamoCobraSampler(BaseSampler):
-    """SAMO-COBRA (de Winter et al., EMO 2021) for single- and multi-objective, optionally constrained studies.
+    """SAMO-COBRA (de Winter et al., EMO 2021) for single- and multi-objective, optionally constrained studies,
+    with exact inexpensive objectives and constraints (IOC-SAMO-COBRA, de Winter et al. 2022) where given.
 
     Args:
         search_space: the parameters to optimise jointly, {name: optuna distribution}. If None, the intersection
@@ -145,7 +148,7 @@ class SamoCobraSampler(BaseSampler):
             value the objective itself returns, e.g. inference time in ms, minimised). They are not modelled:
             the infill criterion takes f(params) of each candidate, and only the other objectives get RBF
             surrogates. The evaluated points still enter with the values their trials returned. A candidate whose
-            cheap value is not finite is never proposed. IOC-SAMO-COBRA (de Winter et al. 2022).
+            cheap value is not finite ranks below every other. IOC-SAMO-COBRA (de Winter et al. 2022).
         cheap_constraints: {name: g(params) -> float}, exact inexpensive constraints, feasible when g <= 0 (for
             an inference-time ceiling T: ``g = t(params) - T``). Every proposal satisfies them, the initial design
             included (an infeasible design point is replaced by the feasible point of a scrambled Halton pool
