@@ -161,7 +161,9 @@ class SamoCobraSampler(BaseSampler):
             configurations are valued (plus, once each, the evaluated trials and the initial design's
             replacements); the candidates are screened with the exact values known so far, interpolated by a
             cubic RBF between them, only to decide which k to value, and the proposal is the best of the
-            exactly valued candidates. Exact values are kept for the sampler's life.
+            exactly valued candidates. Exact values are kept for the sampler's life, so the screen also depends
+            on what this sampler object valued before: one process is deterministic per seed, but two workers
+            on one storage may propose differently from the same history.
 
     Without a budget the exact values are reused only within one proposal. Either way a function that costs
     seconds should memoise on the parameters it depends on (the architecture, not the learning rate).
