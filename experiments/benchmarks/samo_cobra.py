@@ -186,10 +186,17 @@ def _machine_line(m, wall_minutes=None) -> str:
             f"{m['optuna']}, scipy {m['scipy']}, numpy {m['numpy']}; {gp}{wall}")
 
 
-def markdown(summary) -> str:
+def _names(summary):
+    """Sampler names in report order: the SAMO-COBRA variants, GPSampler, then the rest as run."""
     names = []
     for per in summary["results"].values():
         names += [n for n in per if n not in names]
+    first = [n for n in ("samo-cobra", SMS, CHEAP, GP) if n in names]
+    return first + [n for n in names if n not in first]
+
+
+def markdown(summary) -> str:
+    names = _names(summary)
     lines = [f"### SAMO-COBRA vs Optuna samplers: hypervolume after {summary['budget']} evaluations "
              "(mean ± std over seeds 0..n-1; higher is better)", "",
              f"ZDT1-3 with {summary['zdt_dim']} variables; BNH and SRN are constrained (hypervolume of the feasible "
@@ -254,11 +261,13 @@ def plot(summary, path) -> None:
     res = summary["results"]
     fig, axes = plt.subplots(1, len(res), figsize=(3.8 * len(res), 3.6), squeeze=False)
     for ax, (problem, per) in zip(axes[0], res.items()):
-        for name, entry in per.items():
-            hv = np.asarray(entry["history"])
+        for k, name in enumerate(_names(summary)):  # one colour per sampler in every panel
+            if name not in per:
+                continue
+            hv = np.asarray(per[name]["history"])
             x = np.arange(1, hv.shape[1] + 1)
-            ax.plot(x, hv.mean(axis=0), label=name)
-            ax.fill_between(x, hv.min(axis=0), hv.max(axis=0), alpha=0.15)
+            ax.plot(x, hv.mean(axis=0), label=name, color=f"C{k}")
+            ax.fill_between(x, hv.min(axis=0), hv.max(axis=0), alpha=0.15, color=f"C{k}")
         ax.set_title(problem)
         ax.set_xlabel("evaluations")
         ax.set_ylabel("hypervolume")
