@@ -3,6 +3,10 @@ multi-objective hyperparameter search, validation forces MAE (meV/Å; energy MAE
 forces) against inference time (median ms per structure of the jit-compiled energy+forces function), both
 minimised, on an Optuna study.
 
+Inference time depends only on the architecture: it is measured before a trial trains, on the model with random
+parameters, once per architecture (OUT/timing.json), and SAMO-COBRA takes it as an exact inexpensive objective
+(IOC-SAMO-COBRA); --inference-ceiling MS adds an exact constraint. The workflow is `qallegro.hpo.search.run_search`.
+
 Every trial trains one configuration of the family's search space (experiments/configs/hpo/MODEL.yaml) under
 the per-trial budget, in OUT/trials/<hash of its parameters>: a trial that is interrupted and retried with the
 same parameters resumes its training from the last checkpoint. Re-running the same command resumes the study;
@@ -17,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import warnings
 from typing import List, Optional
 
 from experiments.config import CONFIG_DIR, available_datasets, enable_x64_if_needed, load_config
@@ -49,6 +52,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampler, the data split and the models")
     parser.add_argument("--timing-structures", type=int, default=10,
                         help="structures in the fixed inference-timing batch (first ones of the training file)")
+    parser.add_argument("--inference-ceiling", type=float, default=None, metavar="MS",
+                        help="only configurations with an inference time <= MS ms/structure (an exact constraint, "
+                             "measured before training; default: none)")
+    parser.add_argument("--cheap-budget", type=int, default=4,
+                        help="new exact inference timings SAMO-COBRA may make per proposal (each compiles a model)")
+    parser.add_argument("--no-cheap-timing", action="store_true",
+                        help="SAMO-COBRA models the inference time with a surrogate instead of using it exactly")
     parser.add_argument("--heartbeat", type=int, default=30,
                         help="seconds between trial heartbeats; a trial silent for 2 beats + 10 s is retried")
     parser.add_argument("--transfer-from", default=None, metavar="STORAGE",
@@ -59,63 +69,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report-only", action="store_true", help="only redraw the plots and tables of OUT")
 
 
-def load_space(model: str, path: Optional[str] = None):
-    import yaml
+def space_path(model: str, path: Optional[str] = None) -> str:
+    """The search-space file of a family: `path`, or experiments/configs/hpo/MODEL.yaml.
 
-    from qallegro.hpo.space import space_from_yaml
-
+    Raises:
+        ValueError: no file for the family (lists the known ones).
+    """
     path = path or os.path.join(CONFIG_DIR, "hpo", f"{model}.yaml")
     if not os.path.exists(path):
         known = sorted(f[:-5] for f in os.listdir(os.path.join(CONFIG_DIR, "hpo")) if f.endswith(".yaml"))
         raise ValueError(f"no search space {path} for model {model!r}; known: {known} (or pass --space)")
-    with open(path) as f:
-        return space_from_yaml(yaml.safe_load(f)), path
+    return path
 
 
 def main(args: argparse.Namespace) -> int:
     import optuna
 
-    from qallegro.data.readers import read_structures
-    from qallegro.hpo.objective import make_objective
-    from qallegro.hpo.report import write_report
-    from qallegro.hpo.study import enqueue_transfer, make_sampler, make_storage, run_worker, storage_url
+    from qallegro.hpo.search import SearchSettings, load_space, run_search
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out = os.path.abspath(args.out or os.path.join("runs", f"hpo-{args.dataset}-{args.model}-{args.sampler}"))
-    os.makedirs(out, exist_ok=True)
-    space, space_path = load_space(args.model, args.space)
-    url = storage_url(args.storage or os.path.join(out, "study.db"))
+    path = space_path(args.model, args.space)
+    space = load_space(path)
     name = args.study_name or f"{args.dataset}-{args.model}-{args.sampler}"
-    storage = make_storage(url, heartbeat_interval=args.heartbeat)
-    sampler = make_sampler(args.sampler, space, seed=args.seed, n_initial=args.n_initial)
     if args.transfer_from:
         name = args.study_name or f"{name}-transfer"
-    study = optuna.create_study(storage=storage, study_name=name, directions=["minimize", "minimize"],
-                                sampler=sampler, load_if_exists=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names(["error", "inference_ms"])
-    command = "python -m experiments.run hpo " + " ".join(_argv_of(args))
-    study.set_user_attr("dataset", args.dataset)
-    study.set_user_attr("model", args.model)
-    n_trials = args.n_trials
-    if args.transfer_from:
-        n_trials = enqueue_transfer(study, args.transfer_from, args.transfer_study, space)
-
-    if not args.report_only:
-        cfg = load_config(args.dataset, args.profile, args.config)
-        cfg["model"]["family"] = args.model
-        cfg["training"]["max_minutes"] = args.trial_minutes
-        if args.trial_epochs is not None:
-            cfg["training"]["max_epochs"] = args.trial_epochs
-        enable_x64_if_needed(cfg)
-        data = cfg["dataset"]
-        timing_set = read_structures(data["train"], **(data.get("read") or {}))[:args.timing_structures]
-        objective = make_objective(cfg, space, out, args.seed, timing_set)
-        print(f"study {name!r} in {url}: {len(study.trials)} trials so far; target {n_trials} completed; "
-              f"search space {space_path} ({len(space)} parameters)")
-        run_worker(study, objective, n_trials)
-    write_report(study, out, command, source=args.transfer_from)
+    settings = SearchSettings(sampler=args.sampler, n_trials=args.n_trials, n_initial=args.n_initial,
+                              seed=args.seed, heartbeat_seconds=args.heartbeat,
+                              timing_structures=args.timing_structures, cheap_inference=not args.no_cheap_timing,
+                              cheap_budget=args.cheap_budget, inference_ceiling_ms=args.inference_ceiling)
+    cfg = load_config(args.dataset, args.profile, args.config)
+    cfg["model"]["family"] = args.model
+    cfg["training"]["max_minutes"] = args.trial_minutes
+    if args.trial_epochs is not None:
+        cfg["training"]["max_epochs"] = args.trial_epochs
+    enable_x64_if_needed(cfg)
+    print(f"search space {path} ({len(space)} parameters)")
+    run_search(cfg, space, out, settings, storage=args.storage, study_name=name,
+               timing_cache=os.path.join(out, "timing.json"),
+               command="python -m experiments.run hpo " + " ".join(_argv_of(args)),
+               transfer_from=args.transfer_from, transfer_study=args.transfer_study, report_only=args.report_only,
+               user_attrs={"dataset": args.dataset, "model": args.model})
     print(open(os.path.join(out, "pareto.md")).read())
     print(f"written: {out}/pareto.png, hypervolume.png, pareto.md, study.json")
     return 0

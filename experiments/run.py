@@ -6,6 +6,7 @@ Commands (training is the default when no command is given):
   analyze-circuit  analyses of the QDI circuit (Fourier, Fisher information, ZX, QASM)
   hpo              multi-objective hyperparameter search (forces MAE vs inference time) on Optuna
   md               molecular dynamics with a trained potential (jax-md, NVE / NVT)
+  study            the seed paper's whole study, resumable: searches, comparisons, transfer, report
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ COMMANDS = {
     "analyze-circuit": ("experiments.analyze_circuit", "analyse the QDI circuit: Fourier, Fisher, ZX, QASM"),
     "hpo": ("experiments.hpo", "multi-objective hyperparameter search: forces MAE vs inference time"),
     "md": ("experiments.md", "molecular dynamics with a trained potential (jax-md; NVE or Langevin NVT)"),
+    "study": ("experiments.study", "the seed paper's whole study, resumable: hpo, compare, transfer, report"),
 }
 
 

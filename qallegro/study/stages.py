@@ -1,0 +1,107 @@
+"""The study's working stages: hpo (the searches), compare (each family's selected configuration over seeds)
+and transfer (one family's configuration from its source dataset, unchanged, on the others).
+
+Each stage walks its units of work in plan order and skips what is done (complete searches, committed
+results.json files), so re-running a stage resumes it. A unit whose prerequisite is missing (a final run whose
+search is not finished) is skipped with a message and listed in the returned status; the other units go on.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Dict, List
+
+from qallegro.study.layout import StudyLayout
+from qallegro.study.plan import StudyPlan
+
+
+def study_name(dataset: str, family: str) -> str:
+    """The Optuna study name of a search."""
+    return f"{dataset}-{family}"
+
+
+def run_hpo(plan: StudyPlan, layout: StudyLayout, command: str = "",
+            log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
+    """Every search of the plan, until each holds `plan.hpo.n_trials` completed trials; then each family's
+    configuration is selected (frozen in selected.json).
+
+    Returns:
+        One status dict per search: dataset, family, complete (trial count), selected trial.
+    """
+    import optuna
+
+    from qallegro.hpo.search import SearchSettings, load_space, run_search
+    from qallegro.hpo.study import storage_url
+    from qallegro.study.select import select_from_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    status = []
+    for dataset, family in plan.hpo.pairs():
+        cfg = plan.datasets[dataset].run_config()
+        cfg["model"]["family"] = family
+        cfg["training"]["max_epochs"] = plan.hpo.trial_epochs[dataset]
+        cfg["training"]["max_minutes"] = None
+        settings = SearchSettings(sampler=plan.hpo.sampler, n_trials=plan.hpo.n_trials, n_initial=plan.hpo.n_initial,
+                                  seed=plan.hpo.seed, heartbeat_seconds=plan.hpo.heartbeat_seconds,
+                                  timing_structures=plan.hpo.timing_structures, cheap_budget=plan.hpo.cheap_budget,
+                                  inference_ceiling_ms=plan.hpo.inference_ceiling_ms.get(dataset))
+        out = layout.hpo_dir(dataset, family)
+        log(f"== hpo {dataset} {family}: {plan.hpo.n_trials} trials of {plan.hpo.trial_epochs[dataset]} epochs "
+            f"({plan.hpo.sampler}) in {out}")
+        summary = run_search(cfg, load_space(plan.hpo.spaces[family]), out, settings,
+                             storage=layout.hpo_storage(dataset, family), study_name=study_name(dataset, family),
+                             trials_dir=layout.trials_dir(dataset, family),
+                             timing_cache=layout.timing_cache(dataset), command=command,
+                             user_attrs={"dataset": dataset, "model": family, "plan": os.path.basename(plan.path)},
+                             log=log)
+        selection = select_from_storage(storage_url(layout.hpo_storage(dataset, family)), study_name(dataset, family),
+                                        plan.selection, plan.hpo.n_trials, layout.selection(dataset, family))
+        status.append({"dataset": dataset, "family": family, "complete": len(summary["trials"]),
+                       "selected_trial": selection and selection["trial"]})
+    return status
+
+
+def selection_of(plan: StudyPlan, layout: StudyLayout, dataset: str, family: str):
+    """The frozen (or now chosen) selection of a search, or None while it is not finished."""
+    from qallegro.hpo.study import storage_url
+    from qallegro.study.select import select_from_storage
+
+    return select_from_storage(storage_url(layout.hpo_storage(dataset, family)), study_name(dataset, family),
+                               plan.selection, plan.hpo.n_trials, layout.selection(dataset, family))
+
+
+def final_units(plan: StudyPlan, stage: str):
+    """(dataset, family, source dataset, seed) of every final run of `stage` ("compare" or "transfer")."""
+    units = []
+    if stage == "compare":
+        for dataset in plan.datasets:
+            for family in plan.compare_families(dataset):
+                units += [(dataset, family, dataset, s) for s in range(plan.compare.seeds)]
+    elif stage == "transfer" and plan.transfer is not None:
+        t = plan.transfer
+        for dataset in t.targets:
+            units += [(dataset, t.family, t.source, s) for s in range(plan.compare.seeds)]
+    return units
+
+
+def run_final(plan: StudyPlan, layout: StudyLayout, stage: str, command: str = "",
+              log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
+    """Every final run of `stage` ("compare" or "transfer"): skipped when committed, resumed when started,
+    skipped with a message when its configuration's search is not finished.
+
+    Returns:
+        One status dict per run: dataset, family, seed, state ("done" or "waiting for the search").
+    """
+    from qallegro.study.runs import final_run
+
+    status = []
+    for dataset, family, source, seed in final_units(plan, stage):
+        selection = selection_of(plan, layout, source, family)
+        if selection is None:
+            log(f"{stage} {dataset} {family} seed {seed}: skipped, the search of {family} on {source} is not finished "
+                f"(run --stage hpo first)")
+            status.append({"dataset": dataset, "family": family, "seed": seed, "state": "waiting for the search"})
+            continue
+        final_run(plan, layout, stage, dataset, family, seed, selection, source, command=command, log=log)
+        status.append({"dataset": dataset, "family": family, "seed": seed, "state": "done"})
+    return status

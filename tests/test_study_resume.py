@@ -1,0 +1,152 @@
+"""The study command end to end on a tiny plan, killed with SIGKILL inside a search trial and inside a final run,
+then resumed: every planned trial and run completes once, the killed ones resume from their checkpoints, and
+nothing finished is trained again."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = os.path.join(ROOT, "experiments", "data")
+
+
+def tiny_study(tmp_path):
+    """A plan over a 40/6-frame slice of aspirin: allegro searched (3 trials of 2 epochs, the learning rate only),
+    then 3 seeds of 4 epochs."""
+    for split, n in (("train", 40), ("test", 6)):
+        f = np.load(os.path.join(DATA, f"rmd17_aspirin_{split}_01.npz"))
+        np.savez(tmp_path / f"{split}.npz", **{k: f[k][:n] if k != "nuclear_charges" else f[k]
+                                                for k in ("nuclear_charges", "coords", "energies", "forces")})
+    (tmp_path / "tiny.yaml").write_text(
+        "dataset: {train: train.npz, test: test.npz, n_train: 32, n_val: 8}\n"
+        "profiles:\n"
+        "  cpu:\n"
+        "    model: {family: allegro, r_max: 4.0, l_max: 1, num_layers: 1, num_tensor_features: 4,\n"
+        "            two_body_mlp: [8, 16], latent_mlp: [16], readout_mlp: [8]}\n"
+        "    training: {batch_size: 4, eval_batch_size: 8, max_minutes: null, plateau_patience: 1,\n"
+        "               shift_refit_structures: 8}\n")
+    (tmp_path / "space.yaml").write_text(
+        "training.learning_rate: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}\n")
+    (tmp_path / "plan.yaml").write_text(
+        "profile: cpu\n"
+        "datasets:\n"
+        "  rmd17-aspirin: {config: tiny.yaml}\n"
+        "hpo:\n"
+        "  studies: {allegro: [rmd17-aspirin]}\n"
+        "  spaces: {allegro: space.yaml}\n"
+        "  n_trials: 3\n"
+        "  n_initial: 2\n"
+        "  trial_epochs: 2\n"
+        "  timing_structures: 2\n"
+        "  heartbeat_seconds: 1\n"
+        "compare: {seeds: 3, epochs: 4}\n"
+        "bootstrap: {resamples: 200}\n")
+    return str(tmp_path / "plan.yaml")
+
+
+def command(tmp_path, plan):
+    return [sys.executable, "-m", "experiments.run", "study", "--plan", plan, "--stage", "all",
+            "--out", str(tmp_path / "results"), "--scratch", str(tmp_path / "scratch"),
+            "--report", str(tmp_path / "paper.md"), "--compilation-cache", str(tmp_path / "jax-cache")]
+
+
+def kill_when(proc, condition, timeout=900.0):
+    """SIGKILL the process group of `proc` as soon as condition() holds; returns what condition() returned."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        hit = condition()
+        if hit:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return hit
+        if proc.poll() is not None:
+            out = proc.stdout.read().decode(errors="replace")[-3000:]
+            pytest.fail(f"the study ended (rc {proc.returncode}) before the kill point:\n{out}")
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    pytest.fail("kill point not reached in time")
+
+
+def start(tmp_path, plan):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen(command(tmp_path, plan), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+@pytest.mark.slow
+def test_study_killed_in_search_and_in_final_run_resumes_without_loss_or_repeat(tmp_path):
+    plan = tiny_study(tmp_path)
+    trials = tmp_path / "scratch" / "hpo" / "rmd17-aspirin" / "allegro" / "trials"
+    results = tmp_path / "results"
+
+    def trial_mid_run():  # a trial with a checkpoint and no potential yet: training or evaluating
+        if not trials.exists():
+            return None
+        for d in trials.iterdir():
+            if (d / "checkpoints" / "last").exists() and not (d / "potential.qallegro").exists():
+                return d.name
+        return None
+
+    killed_trial = kill_when(start(tmp_path, plan), trial_mid_run)
+
+    def seed_mid_run():  # seed 1 of the comparison, checkpointed after some of its epochs but not all
+        work = tmp_path / "scratch" / "compare" / "rmd17-aspirin" / "allegro" / "seed1"
+        metrics = work / "metrics.csv"
+        if (work / "checkpoints" / "last").exists() and metrics.exists():
+            if 1 <= len(metrics.read_text().strip().splitlines()) - 1 < 4:
+                return "training"
+        return None
+
+    kill_when(start(tmp_path, plan), seed_mid_run)
+    seed0 = results / "compare" / "rmd17-aspirin" / "allegro" / "seed0" / "results.json"
+    assert seed0.exists()
+    seed0_written = seed0.stat().st_mtime_ns
+    assert not (results / "compare" / "rmd17-aspirin" / "allegro" / "seed1" / "results.json").exists()
+
+    proc = start(tmp_path, plan)
+    out = proc.communicate(timeout=900)[0].decode(errors="replace")
+    assert proc.returncode == 0, out[-3000:]
+
+    storage = f"sqlite:///{results / 'hpo' / 'rmd17-aspirin' / 'allegro' / 'study.db'}"
+    study = optuna.load_study(study_name="rmd17-aspirin-allegro", storage=storage)
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert len(complete) == 3  # the budget, nothing lost
+    assert len({json.dumps(t.params, sort_keys=True) for t in complete}) == 3  # nothing trained twice
+    assert len(failed) <= 1 and all(t.params in [c.params for c in complete] for t in failed)  # the killed one, retried
+    retried = [t for t in complete if t.user_attrs["run_dir"].endswith(killed_trial)]
+    assert len(retried) == 1 and (not failed or retried[0].user_attrs["resumed"])
+    assert all(t.user_attrs["timing"]["median_ms_per_structure"] == complete[0].values[1] for t in complete)
+
+    runs = [json.loads((results / "compare" / "rmd17-aspirin" / "allegro" / f"seed{s}" / "results.json").read_text())
+            for s in range(3)]
+    assert seed0.stat().st_mtime_ns == seed0_written  # finished before the kill: not redone
+    assert runs[1]["resumed"] and not runs[0]["resumed"] and not runs[2]["resumed"]
+    for s, run in enumerate(runs):
+        epochs = [row["epoch"] for row in run["history"]]
+        assert epochs == [1.0, 2.0, 3.0, 4.0], (s, epochs)  # every epoch once, none repeated after the resume
+        assert run["epochs"] == 4 and len(run["test_frames"]["energy_abs_error"]) == 6
+        assert abs(run["test"]["forces_mae"] - sum(run["test_frames"]["forces_abs_sum"]) /
+                   sum(run["test_frames"]["forces_count"])) < 1e-2 * run["test"]["forces_mae"]
+        assert "met" in run["convergence"]
+    assert (results / "compare" / "rmd17-aspirin" / "allegro" / "seed0" / "potential.qallegro").exists()
+    assert not (results / "compare" / "rmd17-aspirin" / "allegro" / "seed1" / "potential.qallegro").exists()
+    report = (tmp_path / "paper.md").read_text()
+    assert "<!-- claims table: begin -->" in report and "not run" in report
+    assert "![rmd17-aspirin: every family's search trials" in report
+
+    written = {p: p.stat().st_mtime_ns for p in results.rglob("results.json")}
+    proc = start(tmp_path, plan)  # once more: nothing left to do
+    out = proc.communicate(timeout=900)[0].decode(errors="replace")
+    assert proc.returncode == 0, out[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in results.rglob("results.json")} == written
+    assert len([t for t in optuna.load_study(study_name="rmd17-aspirin-allegro", storage=storage).trials
+                if t.state == TrialState.COMPLETE]) == 3
