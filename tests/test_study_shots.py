@@ -9,7 +9,7 @@ import pytest
 
 from qallegro.data.readers import read_structures
 from qallegro.potential import save
-from qallegro.study.shots import circuits_per_md_step, evaluate_shots
+from qallegro.study.finite_shots import circuits_per_md_step, evaluate_shots
 from qallegro.train.setup import prepare
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

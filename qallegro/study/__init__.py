@@ -5,8 +5,8 @@ paper's claims (Laskaris et al., arXiv:2602.16908).
 
 Modules: `plan` (the typed plan from YAML), `layout` (folders), `stages` (hpo, compare, transfer), `runs` (one
 final run), `select` (the selection rule), `convergence` (the criterion), `statistics` (bootstraps), `claims`,
-`report`, `figures`, `results` (reading committed results), `shots`, `cost` (the compute estimate) and `workflow`
-(`run_study`). The command line is ``python -m experiments.run study``.
+`report`, `figures`, `results` (reading committed results), `finite_shots`, `cost` (the compute estimate) and
+`workflow` (`run_study`). The command line is ``python -m experiments.run study``.
 """
 
 from qallegro.study.plan import StudyPlan, load_plan

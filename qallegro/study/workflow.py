@@ -131,7 +131,7 @@ def run_study(plan: StudyPlan, stages: Sequence[str], layout: StudyLayout, comma
         ValueError: an unknown stage; and as the stages (bad data, configs).
         RuntimeError: a search with too many failed trials.
     """
-    from qallegro.study.shots import run_shots
+    from qallegro.study.finite_shots import run_shots
     from qallegro.study.stages import run_final, run_hpo
 
     commands = study_commands(command_prefix)
