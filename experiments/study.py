@@ -1,6 +1,6 @@
-"""`python -m experiments.run study --stage hpo|compare|transfer|shots|report|all|status|estimate [--profile cpu|paper]
-[--datasets D,...] [--out DIR]`: the seed paper's whole study as one resumable command (the workflow is
-`qallegro.study.run_study`; the plans are experiments/configs/study/PROFILE.yaml).
+"""`python -m experiments.run study --stage hpo|compare|transfer|shots|report|all|status|estimate|measure
+[--profile cpu|paper] [--datasets D,...] [--out DIR]`: the seed paper's whole study as one resumable command
+(the workflow is `qallegro.study.run_study`; the plans are experiments/configs/study/PROFILE.yaml).
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stage", default=None, action="append", choices=STAGES,
                         help="stage(s) to run, repeatable: hpo, compare, transfer, shots, report; all (every one of "
                              "them, in order; the default); status (what is done); estimate (the plan's compute "
-                             "estimate)")
+                             "estimate); measure (one epoch's cost per dataset and family, for the plan's cost "
+                             "section)")
     parser.add_argument("--profile", default="cpu", choices=["cpu", "paper"],
                         help="the plan experiments/configs/study/PROFILE.yaml")
     parser.add_argument("--plan", default=None, help="a plan YAML instead of the profile's (default: none)")

@@ -55,10 +55,11 @@ def estimate(plan: StudyPlan) -> Dict[str, Any]:
         t, o = _cost(plan, "seconds_per_epoch", dataset), _cost(plan, "run_overhead_seconds", dataset)
         k = float(factor.get(family, 1.0))
         n_init = h.n_initial or len(load_space(h.spaces[family])) + 1
-        timings = n_init + (h.cheap_budget or 1) * (h.n_trials - n_init)
-        seconds = h.n_trials * (h.trial_epochs[dataset] * t * k * s + o) + timings * timing
+        n = h.n_trials[family]
+        timings = n_init + (h.cheap_budget or 1) * max(n - n_init, 0)
+        seconds = n * (h.trial_epochs[dataset] * t * k * s + o) + timings * timing
         hours["hpo"] += seconds / 3600
-        lines.append(f"hpo {dataset} {family}: {h.n_trials} × ({h.trial_epochs[dataset]} × {t:g} s × {k:g} × {s:g} "
+        lines.append(f"hpo {dataset} {family}: {n} × ({h.trial_epochs[dataset]} × {t:g} s × {k:g} × {s:g} "
                      f"+ {o:g} s) + {timings} × {timing:g} s = {seconds / 3600:.2f} h")
     for stage in ("compare", "transfer"):
         order = list(plan.datasets)

@@ -35,13 +35,13 @@ def _known(section: str, d: Mapping[str, Any], allowed) -> None:
 
 
 def _per_dataset(value: Any, datasets, name: str, cast=int) -> Dict[str, Any]:
-    """A number for every dataset: one value for all, or {dataset: value} naming each."""
+    """A number for every dataset (or family): one value for all, or {name: value} naming each."""
     if isinstance(value, Mapping):
         missing = sorted(set(datasets) - set(value))
         extra = sorted(set(value) - set(datasets))
         if missing or extra:
             raise PlanError(f"{name}: {'no value for ' + str(missing) if missing else ''}"
-                            f"{'; ' if missing and extra else ''}{'unknown datasets ' + str(extra) if extra else ''}")
+                            f"{'; ' if missing and extra else ''}{'unknown names ' + str(extra) if extra else ''}")
         return {d: None if value[d] is None else cast(value[d]) for d in datasets}
     return {d: None if value is None else cast(value) for d in datasets}
 
@@ -84,7 +84,8 @@ class HpoPlan:
         studies: family -> the datasets it is searched on.
         spaces: family -> absolute path of its search-space YAML.
         sampler: an Optuna sampler name of `qallegro.hpo.study.SAMPLERS`.
-        n_trials, n_initial: completed trials per study and the initial design (None: parameters + 1).
+        n_trials: family -> completed trials per search of that family.
+        n_initial: the initial design (None: parameters + 1).
         trial_epochs: dataset -> epochs per trial.
         seed: sampler, split and initialisation seed of every trial.
         timing_structures: structures in the fixed inference-timing batch.
@@ -96,7 +97,7 @@ class HpoPlan:
     studies: Dict[str, Tuple[str, ...]]
     spaces: Dict[str, str]
     sampler: str
-    n_trials: int
+    n_trials: Dict[str, int]
     n_initial: Optional[int]
     trial_epochs: Dict[str, int]
     seed: int = 0
@@ -298,9 +299,10 @@ def _build(raw: Dict[str, Any], base: str, path: str) -> StudyPlan:
     sampler = h.get("sampler", "samo-cobra")
     if sampler not in SAMPLERS:
         raise PlanError(f"hpo.sampler: unknown {sampler!r}; known: {list(SAMPLERS)}")
-    n_trials = int(h.get("n_trials", 0))
+    n_trials = _per_dataset(h.get("n_trials", 0), list(studies), "hpo.n_trials")  # one value, or per family
     n_initial = h.get("n_initial")
-    if n_trials < 1 or (n_initial is not None and not 1 <= int(n_initial) <= n_trials):
+    if any(n is None or n < 1 for n in n_trials.values()) or (
+            n_initial is not None and not 1 <= int(n_initial) <= min(n_trials.values())):
         raise PlanError(f"hpo.n_trials must be >= 1 and 1 <= n_initial <= n_trials, got {n_trials}, {n_initial}")
     trial_epochs = _per_dataset(h.get("trial_epochs"), names, "hpo.trial_epochs")
     if any(e is None or e < 1 for e in trial_epochs.values()):

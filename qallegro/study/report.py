@@ -140,11 +140,16 @@ def _convergence_section(plan: StudyPlan, all_runs) -> List[str]:
     return out + [""]
 
 
+def _per_family(values: Dict[str, int]) -> str:
+    return ", ".join(f"{family} {n}" for family, n in values.items())
+
+
 def _search_section(plan: StudyPlan, layout: StudyLayout) -> List[str]:
     out = ["## Searches", "",
            f"SAMO-COBRA ({plan.hpo.sampler}) of the validation error against the inference time, which is measured "
            "exactly before each trial trains and given to the sampler as an inexpensive objective "
-           f"(IOC-SAMO-COBRA). {plan.hpo.n_trials} trials per search, {plan.hpo.n_initial or 'd + 1'} in the initial "
+           f"(IOC-SAMO-COBRA). Trials per search: {_per_family(plan.hpo.n_trials)}; "
+           f"{plan.hpo.n_initial or 'd + 1 (parameters + 1)'} in the initial "
            f"design. Selection rule: `{plan.selection.rule}`"
            + (f" within {plan.selection.max_inference_ms} ms/structure" if plan.selection.max_inference_ms else "")
            + " (the most accurate trial, always on the front; `qallegro.study.select`).", "",
@@ -153,12 +158,12 @@ def _search_section(plan: StudyPlan, layout: StudyLayout) -> List[str]:
     for dataset, family in plan.hpo.pairs():
         s = load_search(layout, dataset, family)
         if s is None:
-            out.append(f"| {dataset} | {family} | 0 of {plan.hpo.n_trials} | | | {NOT_RUN} | | |")
+            out.append(f"| {dataset} | {family} | 0 of {plan.hpo.n_trials[family]} | | | {NOT_RUN} | | |")
             continue
         sel = s.get("selected")
         chosen = f"{sel['trial']} | {sel['values'][0]:.2f} | {sel['values'][1]:.3f}" if sel else "not yet | |"
-        out.append(f"| {dataset} | {family} | {len(s['trials'])} of {plan.hpo.n_trials} | {len(s.get('failed', []))} | "
-                   f"{sum(t['pareto'] for t in s['trials'])} | {chosen} |")
+        out.append(f"| {dataset} | {family} | {len(s['trials'])} of {plan.hpo.n_trials[family]} | "
+                   f"{len(s.get('failed', []))} | {sum(t['pareto'] for t in s['trials'])} | {chosen} |")
     return out + [""]
 
 

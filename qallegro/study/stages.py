@@ -22,7 +22,7 @@ def study_name(dataset: str, family: str) -> str:
 
 def run_hpo(plan: StudyPlan, layout: StudyLayout, command: str = "",
             log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
-    """Every search of the plan, until each holds `plan.hpo.n_trials` completed trials; then each family's
+    """Every search of the plan, until each holds its family's `plan.hpo.n_trials` completed trials; then each family's
     configuration is selected (frozen in selected.json).
 
     Returns:
@@ -41,12 +41,13 @@ def run_hpo(plan: StudyPlan, layout: StudyLayout, command: str = "",
         cfg["model"]["family"] = family
         cfg["training"]["max_epochs"] = plan.hpo.trial_epochs[dataset]
         cfg["training"]["max_minutes"] = None
-        settings = SearchSettings(sampler=plan.hpo.sampler, n_trials=plan.hpo.n_trials, n_initial=plan.hpo.n_initial,
+        settings = SearchSettings(sampler=plan.hpo.sampler, n_trials=plan.hpo.n_trials[family],
+                                  n_initial=plan.hpo.n_initial,
                                   seed=plan.hpo.seed, heartbeat_seconds=plan.hpo.heartbeat_seconds,
                                   timing_structures=plan.hpo.timing_structures, cheap_budget=plan.hpo.cheap_budget,
                                   inference_ceiling_ms=plan.hpo.inference_ceiling_ms.get(dataset))
         out = layout.hpo_dir(dataset, family)
-        log(f"== hpo {dataset} {family}: {plan.hpo.n_trials} trials of {plan.hpo.trial_epochs[dataset]} epochs "
+        log(f"== hpo {dataset} {family}: {plan.hpo.n_trials[family]} trials of {plan.hpo.trial_epochs[dataset]} epochs "
             f"({plan.hpo.sampler}) in {out}")
         summary = run_search(cfg, load_space(plan.hpo.spaces[family]), out, settings,
                              storage=layout.hpo_storage(dataset, family), study_name=study_name(dataset, family),
@@ -55,7 +56,8 @@ def run_hpo(plan: StudyPlan, layout: StudyLayout, command: str = "",
                              user_attrs={"dataset": dataset, "model": family, "plan": os.path.basename(plan.path)},
                              log=log)
         selection = select_from_storage(storage_url(layout.hpo_storage(dataset, family)), study_name(dataset, family),
-                                        plan.selection, plan.hpo.n_trials, layout.selection(dataset, family))
+                                        plan.selection, plan.hpo.n_trials[family],
+                                        layout.selection(dataset, family))
         status.append({"dataset": dataset, "family": family, "complete": len(summary["trials"]),
                        "selected_trial": selection and selection["trial"]})
     return status
@@ -67,7 +69,7 @@ def selection_of(plan: StudyPlan, layout: StudyLayout, dataset: str, family: str
     from qallegro.study.select import select_from_storage
 
     return select_from_storage(storage_url(layout.hpo_storage(dataset, family)), study_name(dataset, family),
-                               plan.selection, plan.hpo.n_trials, layout.selection(dataset, family))
+                               plan.selection, plan.hpo.n_trials[family], layout.selection(dataset, family))
 
 
 def final_units(plan: StudyPlan, stage: str):

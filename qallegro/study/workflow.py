@@ -84,7 +84,7 @@ def status_lines(plan: StudyPlan, layout: StudyLayout) -> List[str]:
         s = load_search(layout, dataset, family)
         n = len(s["trials"]) if s else 0
         sel = s and s.get("selected")
-        lines.append(f"hpo {dataset} {family}: {n}/{plan.hpo.n_trials} trials"
+        lines.append(f"hpo {dataset} {family}: {n}/{plan.hpo.n_trials[family]} trials"
                      + (f", selected trial {sel['trial']}" if sel else ""))
     runs = load_runs(layout)
     for stage in ("compare", "transfer"):
