@@ -109,3 +109,13 @@ def test_report_without_results_says_not_run(tmp_path):
 def test_extract_claims_table_needs_the_markers():
     with pytest.raises(ValueError, match="markers"):
         extract_claims_table("# a report without a table\n")
+
+
+def test_committed_report_matches_the_committed_results():
+    """experiments/results/paper.md's claims table is the one the committed results give (regenerate it with
+    `python -m experiments.run study --stage report` after results land)."""
+    plan = load_plan(PLAN)
+    layout = StudyLayout.create(os.path.join(ROOT, plan.output.results), os.path.join(ROOT, plan.output.scratch),
+                                os.path.join(ROOT, plan.output.report))
+    with open(layout.report) as f:
+        assert extract_claims_table(f.read()) == claims_table(plan, layout)
