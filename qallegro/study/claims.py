@@ -110,10 +110,11 @@ def evaluate_claim(claim: Claim, runs_a: Sequence[Dict[str, Any]], runs_b: Seque
     d = bootstrap_difference(runs_a, runs_b, metric, bootstrap, relative=claim.kind == "relative")
     row.update(estimate=d["estimate"], low=d["low"], high=d["high"], seeds=d["seeds"],
                verdict=verdict(d["low"], d["high"], claim.lower))
+    seeds = f", {len(d['seeds'])} seed{'s' if len(d['seeds']) > 1 else ''}"
     if claim.kind == "relative":
-        row["ours"] = f"{name} {100 * d['estimate']:+.1f} % [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
+        row["ours"] = f"{name} {100 * d['estimate']:+.1f} % [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]{seeds}"
     else:
-        row["ours"] = f"{name} {d['estimate']:+.2f} {unit} [{d['low']:+.2f}, {d['high']:+.2f}]"
+        row["ours"] = f"{name} {d['estimate']:+.2f} {unit} [{d['low']:+.2f}, {d['high']:+.2f}]{seeds}"
     return row
 
 

@@ -22,45 +22,56 @@ def study_name(dataset: str, family: str) -> str:
 
 def run_hpo(plan: StudyPlan, layout: StudyLayout, command: str = "",
             log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
-    """Every search of the plan, until each holds its family's `plan.hpo.n_trials` completed trials; then each family's
-    configuration is selected (frozen in selected.json).
+    """Every search of the plan, until each holds its family's `plan.hpo.n_trials` completed trials; then each
+    family's configuration is selected (frozen in selected.json). A search that fails (too many failed trials,
+    bad data) is reported and the others go on.
 
     Returns:
-        One status dict per search: dataset, family, complete (trial count), selected trial.
+        One status dict per search: dataset, family, complete (trial count), selected trial; or error.
     """
     import optuna
-
-    from qallegro.hpo.search import SearchSettings, load_space, run_search
-    from qallegro.hpo.study import storage_url
-    from qallegro.study.select import select_from_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     status = []
     for dataset, family in plan.hpo.pairs():
-        cfg = plan.datasets[dataset].run_config()
-        cfg["model"]["family"] = family
-        cfg["training"]["max_epochs"] = plan.hpo.trial_epochs[dataset]
-        cfg["training"]["max_minutes"] = None
-        settings = SearchSettings(sampler=plan.hpo.sampler, n_trials=plan.hpo.n_trials[family],
-                                  n_initial=plan.hpo.n_initial,
-                                  seed=plan.hpo.seed, heartbeat_seconds=plan.hpo.heartbeat_seconds,
-                                  timing_structures=plan.hpo.timing_structures, cheap_budget=plan.hpo.cheap_budget,
-                                  inference_ceiling_ms=plan.hpo.inference_ceiling_ms.get(dataset))
-        out = layout.hpo_dir(dataset, family)
-        log(f"== hpo {dataset} {family}: {plan.hpo.n_trials[family]} trials of {plan.hpo.trial_epochs[dataset]} epochs "
-            f"({plan.hpo.sampler}) in {out}")
-        summary = run_search(cfg, load_space(plan.hpo.spaces[family]), out, settings,
-                             storage=layout.hpo_storage(dataset, family), study_name=study_name(dataset, family),
-                             trials_dir=layout.trials_dir(dataset, family),
-                             timing_cache=layout.timing_cache(dataset), command=command,
-                             user_attrs={"dataset": dataset, "model": family, "plan": os.path.basename(plan.path)},
-                             log=log)
-        selection = select_from_storage(storage_url(layout.hpo_storage(dataset, family)), study_name(dataset, family),
-                                        plan.selection, plan.hpo.n_trials[family],
-                                        layout.selection(dataset, family))
-        status.append({"dataset": dataset, "family": family, "complete": len(summary["trials"]),
-                       "selected_trial": selection and selection["trial"]})
+        try:
+            status.append(_search(plan, layout, dataset, family, command, log))
+        except Exception as err:  # one failed search does not stop the others
+            log(f"hpo {dataset} {family}: FAILED: {type(err).__name__}: {err}")
+            status.append({"dataset": dataset, "family": family, "error": f"{type(err).__name__}: {err}"})
     return status
+
+
+def _search(plan: StudyPlan, layout: StudyLayout, dataset: str, family: str, command: str,
+            log: Callable[[str], None]) -> Dict[str, Any]:
+    """One search of the plan (see `run_hpo`)."""
+    from qallegro.hpo.search import SearchSettings, load_space, run_search
+    from qallegro.hpo.study import storage_url
+    from qallegro.study.select import select_from_storage
+
+    cfg = plan.datasets[dataset].run_config()
+    cfg["model"]["family"] = family
+    cfg["training"]["max_epochs"] = plan.hpo.trial_epochs[dataset]
+    cfg["training"]["max_minutes"] = None
+    settings = SearchSettings(sampler=plan.hpo.sampler, n_trials=plan.hpo.n_trials[family],
+                              n_initial=plan.hpo.n_initial,
+                              seed=plan.hpo.seed, heartbeat_seconds=plan.hpo.heartbeat_seconds,
+                              timing_structures=plan.hpo.timing_structures, cheap_budget=plan.hpo.cheap_budget,
+                              inference_ceiling_ms=plan.hpo.inference_ceiling_ms.get(dataset))
+    out = layout.hpo_dir(dataset, family)
+    log(f"== hpo {dataset} {family}: {plan.hpo.n_trials[family]} trials of {plan.hpo.trial_epochs[dataset]} epochs "
+        f"({plan.hpo.sampler}) in {out}")
+    summary = run_search(cfg, load_space(plan.hpo.spaces[family]), out, settings,
+                         storage=layout.hpo_storage(dataset, family), study_name=study_name(dataset, family),
+                         trials_dir=layout.trials_dir(dataset, family),
+                         timing_cache=layout.timing_cache(dataset), command=command,
+                         user_attrs={"dataset": dataset, "model": family, "plan": os.path.basename(plan.path)},
+                         log=log)
+    selection = select_from_storage(storage_url(layout.hpo_storage(dataset, family)), study_name(dataset, family),
+                                    plan.selection, plan.hpo.n_trials[family],
+                                    layout.selection(dataset, family))
+    return {"dataset": dataset, "family": family, "complete": len(summary["trials"]),
+            "selected_trial": selection and selection["trial"]}
 
 
 def selection_of(plan: StudyPlan, layout: StudyLayout, dataset: str, family: str):
@@ -104,6 +115,12 @@ def run_final(plan: StudyPlan, layout: StudyLayout, stage: str, command: str = "
                 f"(run --stage hpo first)")
             status.append({"dataset": dataset, "family": family, "seed": seed, "state": "waiting for the search"})
             continue
-        final_run(plan, layout, stage, dataset, family, seed, selection, source, command=command, log=log)
+        try:
+            final_run(plan, layout, stage, dataset, family, seed, selection, source, command=command, log=log)
+        except Exception as err:  # e.g. a NaN loss: recorded, the other runs go on
+            log(f"{stage} {dataset} {family} seed {seed}: FAILED: {type(err).__name__}: {err}")
+            status.append({"dataset": dataset, "family": family, "seed": seed,
+                           "state": f"failed: {type(err).__name__}: {err}"})
+            continue
         status.append({"dataset": dataset, "family": family, "seed": seed, "state": "done"})
     return status

@@ -125,16 +125,21 @@ def measure_costs(plan: StudyPlan, layout: StudyLayout, log: Callable[[str], Non
 
 def run_study(plan: StudyPlan, stages: Sequence[str], layout: StudyLayout, command_prefix: str = "",
               log: Callable[[str], None] = print) -> int:
-    """Run the given stages of the study (see the module docstring); returns 0.
+    """Run the given stages of the study (see the module docstring).
+
+    A search or a final run that fails is reported and the others go on; re-running retries it.
+
+    Returns:
+        0, or 1 when some search or final run failed (listed in the log).
 
     Raises:
-        ValueError: an unknown stage; and as the stages (bad data, configs).
-        RuntimeError: a search with too many failed trials.
+        ValueError: an unknown stage.
     """
     from qallegro.study.finite_shots import run_shots
     from qallegro.study.stages import run_final, run_hpo
 
     commands = study_commands(command_prefix)
+    failures: List[str] = []
     for stage in expand_stages(stages):
         log(f"=== stage {stage}")
         if stage == "estimate":
@@ -148,12 +153,22 @@ def run_study(plan: StudyPlan, stages: Sequence[str], layout: StudyLayout, comma
             for line in status_lines(plan, layout):
                 log(line)
         elif stage == "hpo":
-            run_hpo(plan, layout, command=f"{command_prefix} --stage hpo", log=log)
+            failures += [f"hpo {s['dataset']} {s['family']}: {s['error']}"
+                         for s in run_hpo(plan, layout, command=f"{command_prefix} --stage hpo", log=log)
+                         if "error" in s]
         elif stage in ("compare", "transfer"):
-            run_final(plan, layout, stage, command=f"{command_prefix} --stage {stage}", log=log)
+            failures += [f"{stage} {s['dataset']} {s['family']} seed {s['seed']}: {s['state']}"
+                         for s in run_final(plan, layout, stage, command=f"{command_prefix} --stage {stage}", log=log)
+                         if s["state"].startswith("failed")]
         elif stage == "shots":
-            run_shots(plan, layout, log=log)
+            try:
+                run_shots(plan, layout, log=log)
+            except Exception as err:  # the report still runs
+                failures.append(f"shots: {type(err).__name__}: {err}")
         elif stage == "report":
             write_report(plan, layout, commands)
             log(f"report: {layout.report}")
+    if failures:
+        log(f"{len(failures)} unit(s) failed (the others finished):\n" + "\n".join(f"  {f}" for f in failures))
+        return 1
     return 0
