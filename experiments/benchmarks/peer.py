@@ -112,7 +112,8 @@ def qallegro_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     from qallegro.train.setup import init_params
 
     species = spec["species"]
-    config = dict(QALLEGRO_MODEL, num_species=len(species), avg_num_neighbors=spec["avg_num_neighbors"])
+    config = dict(QALLEGRO_MODEL, num_species=len(species), avg_num_neighbors=spec["avg_num_neighbors"],
+                  species_scale=[1.0] * len(species), species_shift=[0.0] * len(species))  # a Potential needs them
     model = build_model(config)
     repeats, warmup = int(spec.get("repeats", 1)), int(spec.get("warmup", 1))
     result: Dict[str, Any] = {"jax": jax.__version__, "backend": jax.default_backend()}
@@ -203,7 +204,7 @@ def qallegro_worker(spec: Dict[str, Any]) -> Dict[str, Any]:
         times = [1000.0 * wall / steps]
         result.update(n_atoms=len(atoms), steps=steps, atom_steps_per_s=len(atoms) * steps / wall,
                       ms_per_step=1000.0 * wall / steps, reallocations=md.reallocations,
-                      model=spec.get("model_path") or "random weights (zero-initialised readout)")
+                      model=spec.get("model_path") or "random weights")
     result.update(compile_s=compile_s, median_ms=float(np.median(times)), p10_ms=float(np.percentile(times, 10)),
                   p90_ms=float(np.percentile(times, 90)), times_ms=times, baseline_rss_mb=baseline,
                   peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
