@@ -17,6 +17,7 @@ from qallegro.study.convergence import check
 from qallegro.study.cost import estimate
 from qallegro.study.plan import ConvergenceCriterion, PlanError, SelectionRule
 from qallegro.study.select import SelectionError, select_trial
+from qallegro.study.speed import speed_ratio
 from qallegro.study.statistics import bootstrap_difference, bootstrap_mean
 from qallegro.study.workflow import expand_stages
 
@@ -150,6 +151,13 @@ def test_bootstrap_difference_and_verdict():
     assert m["low"] < m["estimate"] < m["high"]
     with pytest.raises(ValueError, match="no common seeds"):
         bootstrap_difference(base[:1], base[1:], "forces_mae")
+
+
+def test_speed_ratio_from_interleaved_rounds():
+    rounds = np.linspace(1.0, 2.0, 10)[:, None] * np.ones((10, 5))  # the load drifts over the rounds
+    speed = {"ms_per_structure": {"a": (1.5 * rounds).tolist(), "b": rounds.tolist()}}
+    r = speed_ratio(speed, "a", "b")
+    assert r["estimate"] == pytest.approx(1.5) and r["low"] == pytest.approx(1.5) and r["high"] == pytest.approx(1.5)
 
 
 def test_inference_timer_caches_per_architecture(tmp_path):

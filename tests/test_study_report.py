@@ -55,6 +55,15 @@ def synthetic_run(stage, dataset, family, seed, n_frames=60):
 
 
 def write_results(layout, plan):
+    # rMD17 benzene's families also timed together: there allegro-mlp is *faster* than the hybrid (0.9x), against
+    # the runs' own timings (0.8 vs 0.6 ms): the joint measurement decides the speed claim
+    rng = np.random.default_rng(0)
+    together = {f: (ms * (1 + 0.02 * rng.standard_normal((10, 5)))).tolist()
+                for f, ms in (("allegro", 0.5), ("allegro-mlp", 0.54), ("allegro-qdi", 0.6))}
+    os.makedirs(os.path.join(layout.results, "compare", "rmd17-benzene"), exist_ok=True)
+    with open(os.path.join(layout.results, "compare", "rmd17-benzene", "speed.json"), "w") as f:
+        json.dump({"ms_per_structure": together, "rounds": 10, "calls": 5, "load_average": 1.0,
+                   "median_ms_per_structure": {k: float(np.median(v)) for k, v in together.items()}}, f)
     for dataset in plan.datasets:
         for family in ("allegro", "allegro-mlp", "allegro-qdi"):
             stage = "compare" if family in plan.compare_families(dataset) else "transfer"
@@ -84,6 +93,8 @@ def test_claims_table_rebuilt_from_results_matches_the_report(tmp_path):
     assert verdicts[("allegro-mlp faster than allegro-qdi", "qm9")] == SUPPORTED
     assert verdicts[("allegro-mlp less accurate than allegro-qdi", "qm9")] == SUPPORTED
     assert verdicts[("allegro-mlp more accurate than allegro-qdi", "rmd17-aspirin")] == SUPPORTED
+    assert verdicts[("allegro-mlp slower than allegro-qdi", "rmd17-benzene")] == NOT_SUPPORTED  # timed together
+    assert "Inference timed together (10 interleaved rounds" in text
     transferred = verdicts[("Cu–Li allegro-qdi configuration, transferred, beats allegro", "rmd17-benzene")]
     assert transferred.startswith(NOT_SUPPORTED)
     # claim 3's number: relative, near the -13 % built into the levels

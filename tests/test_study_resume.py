@@ -138,6 +138,8 @@ def test_study_killed_in_search_and_in_final_run_resumes_without_loss_or_repeat(
                    sum(run["test_frames"]["forces_count"])) < 1e-2 * run["test"]["forces_mae"]
         assert "met" in run["convergence"]
     assert (results / "compare" / "rmd17-aspirin" / "allegro" / "seed0" / "potential.qallegro").exists()
+    speed = json.loads((results / "compare" / "rmd17-aspirin" / "speed.json").read_text())
+    assert np.shape(speed["ms_per_structure"]["allegro"]) == (10, 5)
     assert not (results / "compare" / "rmd17-aspirin" / "allegro" / "seed1" / "potential.qallegro").exists()
     report = (tmp_path / "paper.md").read_text()
     assert "<!-- claims table: begin -->" in report and "not run" in report

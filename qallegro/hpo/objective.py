@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 import platform
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import optuna
@@ -63,7 +63,8 @@ class InferenceTimer:
 
     Args:
         base_cfg: the run config the parameters override (only ``model`` and ``dtype`` matter here).
-        timing_set: the structures of the fixed timing batch (e.g. the first 10 training structures).
+        timing_set: the structures of the fixed timing batch (e.g. the first 10 training structures), or a
+            function returning them, called at the first measurement (reading a large file only when needed).
         cache_path: optional JSON file of earlier measurements {architecture hash: record}; read at start and
             rewritten (atomically, merged with what another worker wrote meanwhile) after every new measurement,
             so a resumed study never times an architecture twice. Records name the machine and the load average
@@ -73,15 +74,18 @@ class InferenceTimer:
         log: where a line per new measurement goes.
 
     Raises:
-        ValueError: an empty timing set.
+        ValueError: an empty timing set; `n_structures` missing with a lazy timing set.
     """
 
-    def __init__(self, base_cfg: Mapping[str, Any], timing_set: Sequence[Structure], cache_path: Optional[str] = None,
-                 repeats: int = 20, warmup: int = 3, seed: int = 0, log: Callable[[str], None] = print):
-        if not timing_set:
-            raise ValueError("InferenceTimer needs at least one timing structure")
+    def __init__(self, base_cfg: Mapping[str, Any], timing_set: Union[Sequence[Structure], Callable[[], Sequence]],
+                 cache_path: Optional[str] = None, repeats: int = 20, warmup: int = 3, seed: int = 0,
+                 log: Callable[[str], None] = print, n_structures: Optional[int] = None):
+        self._load = timing_set if callable(timing_set) else None
+        self._timing_set = None if callable(timing_set) else list(timing_set)
+        self.n_structures = n_structures if self._load else len(self._timing_set)
+        if not self.n_structures:
+            raise ValueError("InferenceTimer needs at least one timing structure (and n_structures with a lazy set)")
         self.base_cfg = base_cfg
-        self.timing_set = list(timing_set)
         self.cache_path = cache_path
         self.repeats, self.warmup, self.seed, self.log = repeats, warmup, seed, log
         self.cache: Dict[str, Dict[str, Any]] = {}
@@ -93,8 +97,21 @@ class InferenceTimer:
     def key(self, params: Mapping[str, Any]) -> str:
         """The architecture hash of a configuration (its cache key)."""
         arch = architecture_of(set_by_path(dict(self.base_cfg), dict(params)))
-        arch["timing_structures"] = len(self.timing_set)
+        arch["timing_structures"] = self.n_structures
         return params_key(arch)
+
+    @property
+    def timing_set(self):
+        """The timing structures (read now if they were given as a function).
+
+        Raises:
+            ValueError: the function returned another number of structures than `n_structures`.
+        """
+        if self._timing_set is None:
+            self._timing_set = list(self._load())
+            if len(self._timing_set) != self.n_structures:
+                raise ValueError(f"the timing set has {len(self._timing_set)} structures, {self.n_structures} expected")
+        return self._timing_set
 
     def record(self, params: Mapping[str, Any]) -> Dict[str, Any]:
         """The timing record of a configuration (measured now unless cached): `TIMING_KEYS` and the
@@ -159,7 +176,7 @@ def make_objective(base_cfg: Dict[str, Any], space: Dict[str, Any], out: str, se
         space: parameter name -> Optuna distribution.
         out: the study directory (trials.log; trial directories are relative to it in the user attributes).
         seed: seed of every trial's split and initialisation.
-        timing_set: the structures of the fixed inference-timing batch (used when `timer` is None).
+        timing_set: the structures of the fixed inference-timing batch (used only when `timer` is None).
         log: where progress lines go.
         timer: the inference timer (default: a new `InferenceTimer(base_cfg, timing_set)`).
         trials_dir: where trials train, one directory per configuration, TRIALS_DIR/<hash of its parameters>,

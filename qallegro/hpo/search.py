@@ -166,10 +166,12 @@ def run_search(base_cfg: Dict[str, Any], space: Mapping[str, BaseDistribution], 
     url = storage_url(storage or os.path.join(out, "study.db"))
     timer = None
     if not report_only:
-        data = base_cfg["dataset"]
-        if timing_set is None:
-            timing_set = read_structures(data["train"], **(data.get("read") or {}))[:settings.timing_structures]
-        timer = InferenceTimer(base_cfg, timing_set, cache_path=timing_cache, seed=settings.seed, log=log)
+        data, n = base_cfg["dataset"], settings.timing_structures
+        if timing_set is None:  # read when the first uncached architecture is timed (a resumed study may need none)
+            timer = InferenceTimer(base_cfg, lambda: read_structures(data["train"], **(data.get("read") or {}))[:n],
+                                   cache_path=timing_cache, seed=settings.seed, log=log, n_structures=n)
+        else:
+            timer = InferenceTimer(base_cfg, timing_set, cache_path=timing_cache, seed=settings.seed, log=log)
     sampler = build_sampler(space, settings, timer)
     study = open_study(url, study_name, sampler, settings.heartbeat_seconds, user_attrs)
     n_trials = settings.n_trials
@@ -178,7 +180,7 @@ def run_search(base_cfg: Dict[str, Any], space: Mapping[str, BaseDistribution], 
     if not report_only:
         from qallegro.hpo.study import run_worker
 
-        objective = make_objective(base_cfg, dict(space), out, settings.seed, timing_set, log=log, timer=timer,
+        objective = make_objective(base_cfg, dict(space), out, settings.seed, (), log=log, timer=timer,
                                    trials_dir=trials_dir, inference_ceiling_ms=settings.inference_ceiling_ms)
         log(f"study {study_name!r} in {url}: {len(study.trials)} trials so far; target {n_trials} completed; "
             f"{len(space)} parameters; sampler {settings.sampler}")

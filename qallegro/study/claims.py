@@ -12,8 +12,9 @@ Claims (Laskaris et al., arXiv:2602.16908, as far as public; DESIGN.md):
 
 Verdict of an error claim ``A < B``: *supported* when the whole 95 % interval of ``A - B`` is below 0, *not
 supported* when it is wholly above 0, else *inconclusive at this scale*; mirrored for ``A > B``. A speed claim
-uses the ratio of median inference times with the interval of the repeated timings
-(`qallegro.study.statistics.timing_ratio`) against 1. A claim without its runs is *not run*.
+uses the ratio of median inference times against 1, with the interval of the per-round ratios of the families
+timed together (`qallegro.study.speed`), or, before that measurement, of each run's repeated timings
+(`qallegro.study.statistics.timing_ratio`). A claim without its runs is *not run*.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import dataclasses
 from typing import Any, Dict, List, Optional, Sequence
 
 from qallegro.study.plan import BootstrapPlan
+from qallegro.study.speed import speed_ratio
 from qallegro.study.statistics import bootstrap_difference, timing_ratio
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NOT_RUN = ("supported", "not supported", "inconclusive at this scale",
@@ -92,9 +94,13 @@ def verdict(low: float, high: float, lower: bool, pivot: float = 0.0) -> str:
 
 
 def evaluate_claim(claim: Claim, runs_a: Sequence[Dict[str, Any]], runs_b: Sequence[Dict[str, Any]], metric: str,
-                   bootstrap: BootstrapPlan = BootstrapPlan()) -> Dict[str, Any]:
+                   bootstrap: BootstrapPlan = BootstrapPlan(), speed: Optional[Dict[str, Any]] = None
+                   ) -> Dict[str, Any]:
     """A claim's row: {"claim", "number", "estimate", "low", "high", "ours" (formatted), "verdict", "unconverged"
-    (runs of either family that did not meet the convergence criterion), "seeds"}."""
+    (runs of either family that did not meet the convergence criterion), "seeds"}.
+
+    A speed claim uses `speed` (the families timed together, `qallegro.study.speed`) when it has both families,
+    else the runs' own timings (`qallegro.study.statistics.timing_ratio`)."""
     row = {"claim": claim, "number": claim.number, "estimate": None, "low": None, "high": None, "ours": NOT_RUN,
            "verdict": NOT_RUN, "unconverged": 0, "seeds": []}
     if not runs_a or not runs_b:
@@ -102,7 +108,8 @@ def evaluate_claim(claim: Claim, runs_a: Sequence[Dict[str, Any]], runs_b: Seque
     row["unconverged"] = sum(not r.get("convergence", {}).get("met", False) for r in list(runs_a) + list(runs_b))
     name, unit = LABELS[metric]
     if claim.kind == "speed":
-        t = timing_ratio(runs_a[0], runs_b[0])
+        together = speed is not None and {claim.a, claim.b} <= set(speed.get("ms_per_structure", {}))
+        t = speed_ratio(speed, claim.a, claim.b) if together else timing_ratio(runs_a[0], runs_b[0])
         row.update(estimate=t["estimate"], low=t["low"], high=t["high"],
                    ours=f"time ×{t['estimate']:.2f} [{t['low']:.2f}, {t['high']:.2f}]",
                    verdict=verdict(t["low"], t["high"], claim.lower, pivot=1.0))
@@ -118,15 +125,18 @@ def evaluate_claim(claim: Claim, runs_a: Sequence[Dict[str, Any]], runs_b: Seque
     return row
 
 
-def claim_rows(datasets: Dict[str, str], runs_of, bootstrap: BootstrapPlan = BootstrapPlan()) -> List[Dict]:
+def claim_rows(datasets: Dict[str, str], runs_of, bootstrap: BootstrapPlan = BootstrapPlan(),
+               speed_of=None) -> List[Dict]:
     """Every claim's row.
 
     Args:
         datasets: dataset -> its error metric ("forces_mae" or "energy_mae"), in plan order.
         runs_of: (dataset, family) -> the final runs (`qallegro.study.results.family_runs`).
         bootstrap: resamples, seed, confidence.
+        speed_of: dataset -> its joint speed measurement or None (`qallegro.study.speed.load_speed`).
     """
-    return [evaluate_claim(c, runs_of(c.dataset, c.a), runs_of(c.dataset, c.b), datasets[c.dataset], bootstrap)
+    return [evaluate_claim(c, runs_of(c.dataset, c.a), runs_of(c.dataset, c.b), datasets[c.dataset], bootstrap,
+                           speed_of(c.dataset) if speed_of else None)
             for c in paper_claims(list(datasets))]
 
 

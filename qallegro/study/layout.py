@@ -9,6 +9,7 @@ every number of the report comes from::
     hpo/DATASET/timing.json              exact inference timings per architecture (all families of DATASET)
     STAGE/DATASET/FAMILY/seedS/results.json   a finished final run (STAGE: compare or transfer)
     STAGE/DATASET/FAMILY/seed0/potential.qallegro
+    compare/DATASET/speed.json           the selected configurations of DATASET timed together (speed claims)
     shots/DATASET/FAMILY/results.json    the finite-shot evaluation
     figures/*.png                        the report's figures
 

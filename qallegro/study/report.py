@@ -17,6 +17,7 @@ from qallegro.study.claims import LABELS, NOT_RUN, claim_rows, claims_markdown
 from qallegro.study.layout import StudyLayout
 from qallegro.study.plan import BASELINE, FAMILIES, StudyPlan
 from qallegro.study.results import family_runs, load_runs, load_search, load_shots
+from qallegro.study.speed import load_speed
 from qallegro.study.statistics import bootstrap_difference, mean_std
 
 CLAIMS_BEGIN, CLAIMS_END = "<!-- claims table: begin -->", "<!-- claims table: end -->"
@@ -26,7 +27,7 @@ def claims_table(plan: StudyPlan, layout: StudyLayout) -> str:
     """The claims table (markdown) rebuilt from the committed results."""
     runs = load_runs(layout)
     rows = claim_rows({d: p.error_metric for d, p in plan.datasets.items()},
-                      lambda d, f: family_runs(runs, d, f), plan.bootstrap)
+                      lambda d, f: family_runs(runs, d, f), plan.bootstrap, lambda d: load_speed(layout, d))
     return claims_markdown(rows, plan.bootstrap.confidence)
 
 
@@ -88,7 +89,7 @@ def render(plan: StudyPlan, layout: StudyLayout, commands: Sequence[str], figure
         return family_runs(runs, d, f)
 
     metrics = {d: p.error_metric for d, p in plan.datasets.items()}
-    rows = claim_rows(metrics, runs_of, plan.bootstrap)
+    rows = claim_rows(metrics, runs_of, plan.bootstrap, lambda d: load_speed(layout, d))
     all_runs = [r for v in runs.values() for r in v]
     out = ["# The seed paper's claims, tested", "",
            "Laskaris et al., *Multi-objective optimization and quantum hybridization of equivariant deep learning "
@@ -102,7 +103,8 @@ def render(plan: StudyPlan, layout: StudyLayout, commands: Sequence[str], figure
            f"the claim's two families, mean over seeds, with its {100 * plan.bootstrap.confidence:g} % bootstrap "
            f"interval over seeds and test frames ({plan.bootstrap.resamples} resamples, paired frames; "
            "`qallegro.study.statistics`); relative for claim 3; for speed claims the ratio of median inference "
-           "times with the interval of the repeated timings. Verdict: *supported* when the interval lies wholly on "
+           "times with the 2.5-97.5 % range of the per-round ratios of the families timed together "
+           "(`qallegro.study.speed`). Verdict: *supported* when the interval lies wholly on "
            "the claimed side of 0 (of 1 for ratios), *not supported* when wholly on the other side, else "
            "*inconclusive at this scale*. Claim 2 reads the paper's \"more accurate but slower\" as the MLP variant "
            "against the hybrid. Claim 4 compares the Cu–Li hybrid configuration, unchanged, with the dataset's "
@@ -110,6 +112,11 @@ def render(plan: StudyPlan, layout: StudyLayout, commands: Sequence[str], figure
     out += ["## Results per dataset", ""]
     for dataset in plan.datasets:
         out += [f"### {dataset}", ""] + _dataset_table(plan, dataset, runs_of) + [""]
+        speed = load_speed(layout, dataset)
+        if speed:
+            out += [f"Inference timed together ({speed['rounds']} interleaved rounds of {speed['calls']} calls, "
+                    f"load average {speed['load_average']:.1f}): " + ", ".join(
+                        f"{f} {m:.3f} ms/structure" for f, m in speed["median_ms_per_structure"].items()) + ".", ""]
     out += _convergence_section(plan, all_runs)
     out += _search_section(plan, layout)
     out += _scale_section(plan, layout, all_runs, commands)

@@ -147,8 +147,13 @@ def final_run(plan: StudyPlan, layout: StudyLayout, stage: str, dataset: str, fa
     base = plan.datasets[dataset].run_config()
     base["model"]["family"] = family
     data = base["dataset"]
-    timing_set = read_structures(data["train"], **(data.get("read") or {}))[:plan.hpo.timing_structures]
-    timer = InferenceTimer(base, timing_set, cache_path=layout.timing_cache(dataset), seed=plan.hpo.seed, log=log)
+    n_timing = plan.hpo.timing_structures
+
+    def timing_set():  # read only when this architecture was never timed (the search timed the searched ones)
+        return read_structures(data["train"], **(data.get("read") or {}))[:n_timing]
+
+    timer = InferenceTimer(base, timing_set, cache_path=layout.timing_cache(dataset), seed=plan.hpo.seed, log=log,
+                           n_structures=n_timing)
     timing = timer.record(params)
     history = read_history(os.path.join(work, "metrics.csv"))
     metric = "val_" + plan.datasets[dataset].error_metric

@@ -123,4 +123,21 @@ def run_final(plan: StudyPlan, layout: StudyLayout, stage: str, command: str = "
                            "state": f"failed: {type(err).__name__}: {err}"})
             continue
         status.append({"dataset": dataset, "family": family, "seed": seed, "state": "done"})
+    run_speed(plan, layout, log=log)
     return status
+
+
+def run_speed(plan: StudyPlan, layout: StudyLayout, log: Callable[[str], None] = print) -> None:
+    """For every dataset without speed.json whose families all have their selected configuration: time them
+    together (`qallegro.study.speed.measure_speed`), the numbers behind the speed claims."""
+    from qallegro.study.speed import families_on, measure_speed, speed_path
+
+    for dataset in plan.datasets:
+        if os.path.exists(speed_path(layout, dataset)):
+            continue
+        selections = {}
+        for family in families_on(plan, dataset):
+            source = dataset if family in plan.compare_families(dataset) else plan.transfer.source
+            selections[family] = selection_of(plan, layout, source, family)
+        if selections and all(selections.values()):
+            measure_speed(plan, layout, dataset, selections, log=log)
