@@ -16,6 +16,22 @@ from qallegro.study.statistics import bootstrap_mean
 COLORS = {"allegro": "C0", "allegro-mlp": "C1", "allegro-qdi": "C2"}
 
 
+def _plain_log_ticks(ax, axes: str = "xy") -> None:
+    """Tick labels of log axes as plain numbers (12, 20, 50), not powers of ten."""
+    from matplotlib.ticker import FuncFormatter
+
+    def minor(axis):
+        def label(v, _):  # every minor tick on an axis narrower than a decade, else those at 2 and 5
+            lo, hi = sorted(axis.get_view_interval())
+            return f"{v:.3g}" if (lo > 0 and hi / lo < 10) or f"{v:.0e}"[0] in "25" else ""
+        return FuncFormatter(label)
+
+    for name in axes:
+        axis = ax.xaxis if name == "x" else ax.yaxis
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.set_minor_formatter(minor(axis))
+
+
 def pareto_figure(dataset: str, searches: Mapping[str, Optional[Dict[str, Any]]], metric: str, path: str) -> bool:
     """All completed trials of every family's search on `dataset` (error against ms per structure), each
     family's Pareto front as a staircase and its selected trial circled. Returns False (no file) without trials.
@@ -46,6 +62,7 @@ def pareto_figure(dataset: str, searches: Mapping[str, Optional[Dict[str, Any]]]
                        edgecolors=color, lw=1.5, zorder=4)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    _plain_log_ticks(ax)
     ax.set_xlabel("inference time (ms per structure)")
     ax.set_ylabel(f"validation {name} ({unit})")
     ax.set_title(f"{dataset}: trials, Pareto fronts, selected configurations (circled)", fontsize=10)
@@ -90,6 +107,7 @@ def curves_figure(dataset: str, runs_of: Callable[[str, str], List[Dict[str, Any
     if not drawn:
         return False
     ax.set_yscale("log")
+    _plain_log_ticks(ax, "y")
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"validation {name} ({unit}), EMA {smoothing:g}")
     ax.set_title(f"{dataset}: validation curves of the selected configurations", fontsize=10)
