@@ -10,6 +10,10 @@ from typing import Any
 import orbax.checkpoint as ocp
 
 
+class CheckpointError(RuntimeError):
+    """A damaged, missing or mismatched checkpoint (or training run directory); the message names the path."""
+
+
 def save_checkpoint(path: str, state: Any) -> None:
     """Write the pytree `state` to directory `path`, replacing an older checkpoint there."""
     path = os.path.abspath(path)
