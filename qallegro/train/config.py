@@ -77,6 +77,9 @@ class TrainConfig:
     plateau_patience: int = 10
     min_lr_scale: float = 1e-3
     checkpoint_minutes: float = 5.0
+    #: proven (checksummed) checkpoints kept in checkpoints/last and checkpoints/best; a damaged newest one
+    #: falls back to the previous (qallegro.train.checkpoint.CheckpointStore)
+    keep_checkpoints: int = 3
     seed: int = 0
     #: data-parallel training over this many devices of jax.devices() (None: all of them; 1: off), see
     #: qallegro.train.parallel. The batch is split over the devices; the result equals one device's.
@@ -92,6 +95,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.shift_refit_structures < 1:
             raise ValueError(f"shift_refit_structures must be >= 1, got {self.shift_refit_structures}")
+        if self.keep_checkpoints < 1:
+            raise ValueError(f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
