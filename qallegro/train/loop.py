@@ -12,6 +12,13 @@ Exact resume: the data order of every epoch is a function of (seed, epoch) (see 
 checkpoint holds everything else that evolves (parameters, EMA, Adam moments, plateau state, step, the position
 inside the epoch and the epoch's running loss). Restarting from it replays the same arithmetic as an
 uninterrupted run.
+
+Checkpoints prove themselves (`qallegro.train.checkpoint.CheckpointStore`): every checkpoint carries the SHA-256
+of its files, is verified before it is read, and a damaged newest one falls back to the newest intact one (with a
+warning naming both); `TrainConfig.keep_checkpoints` of each are kept. The "last" checkpoint also holds the
+metrics history up to its epoch and the best EMA weights so far, so a resume never depends on metrics.csv or on
+the "best" store being in step with it; metrics.csv is rewritten from the history (temporary file + rename)
+after every epoch's checkpoint, so it never holds an epoch that no checkpoint holds.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from qallegro.data.loader import GraphLoader
-from qallegro.train.checkpoint import restore_checkpoint, save_checkpoint
+from qallegro.train.checkpoint import CheckpointError, CheckpointStore
 from qallegro.train.config import TrainConfig
 from qallegro.train.evaluation import evaluate, fit_shift_correction
 from qallegro.train.optimizer import make_plateau, plateau_step, set_learning_rate
@@ -104,13 +111,16 @@ def fit(model: nn.Module, params: Any, train_loader: GraphLoader, val_loader: Gr
     """Train until `cfg.max_epochs` epochs are complete or `cfg.max_minutes` of training time is used.
 
     Writes into `run_dir`: metrics.csv (one row per epoch), checkpoints/last, checkpoints/best (EMA weights with
-    the lowest validation loss). With `resume=True` continues from checkpoints/last exactly.
+    the lowest validation loss), each a `CheckpointStore`. With `resume=True` continues from the newest intact
+    checkpoint in checkpoints/last exactly; when there is none yet (a run killed before its first checkpoint)
+    it starts from the beginning, which is the same thing.
 
     Returns:
         A `FitResult`.
 
     Raises:
-        FileNotFoundError: `resume=True` but there is no checkpoint in run_dir.
+        CheckpointError: `resume=False` but run_dir already holds checkpoints; or with `resume=True` every
+            checkpoint is damaged, one does not fit the model, or a legacy checkpoint's metrics.csv lacks epochs.
         FloatingPointError: the training loss became NaN or inf (names the epoch and step).
     """
     os.makedirs(run_dir, exist_ok=True)
@@ -137,19 +147,19 @@ def fit(model: nn.Module, params: Any, train_loader: GraphLoader, val_loader: Gr
         log(f"data-parallel training over {n_devices} devices: {list(mesh.devices.flat)}")
     plateau = make_plateau(cfg.plateau_factor, cfg.plateau_patience, min_scale=cfg.min_lr_scale)
     ckpt = _checkpoint(init_train_state(params, optimizer), plateau.init(jnp.zeros(())), TrainProgress())
+    last_store = CheckpointStore(last_dir, cfg.keep_checkpoints, log)
+    best_store = CheckpointStore(best_dir, cfg.keep_checkpoints, log)
+    if not resume and (last_store.steps() or last_store.is_legacy()):
+        raise CheckpointError(f"{last_dir} holds checkpoints of an earlier run: resume it, or clear the run "
+                              f"directory {run_dir} first")
 
     history: List[Dict[str, Any]] = []
+    best_params = None
     if resume:
-        ckpt = restore_checkpoint(last_dir, ckpt)
-        if os.path.exists(csv_path):
-            with open(csv_path) as f:
-                history = [row for row in csv.DictReader(f) if int(row["epoch"]) <= int(ckpt["progress"]["epoch"])]
-        log(f"resumed from {last_dir}: epoch {int(ckpt['progress']['epoch'])}, batch {int(ckpt['progress']['batch'])}, "
-            f"step {int(ckpt['train'].step)}")
+        ckpt, history, best_params = _resume(ckpt, last_store, best_store, csv_path, log)
     _write_csv(csv_path, history)
 
     state, plateau_state, progress = ckpt["train"], ckpt["plateau"], TrainProgress.from_arrays(ckpt["progress"])
-    best_params = restore_checkpoint(best_dir, state.ema_params) if progress.best_epoch >= 0 else None
     started = time.perf_counter() - progress.elapsed_seconds
     last_save = time.perf_counter()
     out_of_time = False
@@ -158,7 +168,9 @@ def fit(model: nn.Module, params: Any, train_loader: GraphLoader, val_loader: Gr
         return time.perf_counter() - started
 
     def save_last():
-        save_checkpoint(last_dir, _checkpoint(state, plateau_state, progress._replace(elapsed_seconds=elapsed())))
+        last = _checkpoint(state, plateau_state, progress._replace(elapsed_seconds=elapsed()))
+        last["best"] = best_params if best_params is not None else state.ema_params
+        last_store.save(last, info={"history": history})
 
     while progress.epoch < cfg.max_epochs and not out_of_time:
         epoch = progress.epoch
@@ -197,18 +209,18 @@ def fit(model: nn.Module, params: Any, train_loader: GraphLoader, val_loader: Gr
                "val_forces_rmse": val["forces_rmse"], "val_stress_mae": val.get("stress_mae", float("nan")),
                "elapsed_minutes": elapsed() / 60.0}
         history.append(row)
-        _append_csv(csv_path, row)
         if val["loss"] < progress.best_val_loss:
             progress = progress._replace(best_val_loss=val["loss"], best_epoch=epoch + 1)
             best_params = state.ema_params
-            save_checkpoint(best_dir, best_params)
+            best_store.save(best_params, info={"epoch": epoch + 1, "val_loss": float(val["loss"])})
+        progress = progress._replace(epoch=epoch + 1, batch=0, loss_sum=0.0)
+        save_last()
+        last_save = time.perf_counter()
+        _write_csv(csv_path, history)  # after the checkpoint that holds these rows
         log(f"epoch {epoch + 1:4d}  lr {lr:.2e}  train loss {row['train_loss']:.4g}  val loss {val['loss']:.4g}  "
             f"val E MAE {val['energy_mae']:.1f} meV  "
             + (f"F MAE {val['forces_mae']:.1f} meV/Å  " if np.isfinite(val["forces_mae"]) else "")
             + f"[{elapsed() / 60:.1f} min]")
-        progress = progress._replace(epoch=epoch + 1, batch=0, loss_sum=0.0)
-        save_last()
-        last_save = time.perf_counter()
 
     eval_shapes = val_loader.shapes_seen | (refit_loader.shapes_seen if refit_loader is not None else set())
     shapes = len(train_loader.shapes_seen | eval_shapes)
@@ -216,19 +228,58 @@ def fit(model: nn.Module, params: Any, train_loader: GraphLoader, val_loader: Gr
         f"validation {len(eval_shapes)})")
     if best_params is None:  # stopped (time limit) before the first validation: the current EMA weights
         best_params = state.ema_params
-        save_checkpoint(best_dir, best_params)
+        best_store.save(best_params, info={"epoch": -1, "val_loss": float("inf")})
+    last_store.close()
+    best_store.close()
     return FitResult(best_params=best_params, last_state=state, history=history, best_epoch=progress.best_epoch,
                      compiled_shapes=shapes, eval_step=eval_step, elapsed_minutes=elapsed() / 60.0,
                      energy_step=energy_step)
 
 
+def _resume(fresh: Dict[str, Any], last_store: CheckpointStore, best_store: CheckpointStore, csv_path: str,
+            log: Callable[[str], None]):
+    """(checkpoint dict, history rows, best EMA params or None) from the newest intact "last" checkpoint; the
+    fresh state when there is none yet. Legacy checkpoints (no history, no best inside) take the history from
+    metrics.csv and the best weights from the best store."""
+    if last_store.is_legacy():
+        found = last_store.restore(fresh)
+        ckpt, path = found[0], found[2]
+        epoch = int(ckpt["progress"]["epoch"])
+        history = []
+        if os.path.exists(csv_path):
+            with open(csv_path) as f:
+                history = [{k: float(v) if k not in ("epoch", "step") else int(v) for k, v in row.items()}
+                           for row in csv.DictReader(f) if int(row["epoch"]) <= epoch]
+        best_params = None
+        if int(ckpt["progress"]["best_epoch"]) >= 0:
+            best = best_store.restore(ckpt["train"].ema_params)
+            if best is None:
+                raise CheckpointError(f"{best_store.directory}: no best checkpoint beside the legacy checkpoint {path}")
+            best_params = best[0]
+    else:
+        found = last_store.restore(dict(fresh, best=fresh["train"].ema_params))
+        if found is None:
+            log(f"nothing to resume in {last_store.directory} yet: starting from the beginning")
+            return fresh, [], None
+        ckpt, info, path = found
+        ckpt = dict(ckpt)
+        best = ckpt.pop("best")
+        history = list(info.get("history", []))
+        epoch = int(ckpt["progress"]["epoch"])
+        best_params = best if int(ckpt["progress"]["best_epoch"]) >= 0 else None
+    if len(history) != epoch or [int(r["epoch"]) for r in history] != list(range(1, epoch + 1)):
+        raise CheckpointError(f"checkpoint {path} is at epoch {epoch} but its metrics history has "
+                              f"{len(history)} epochs ({csv_path}): the run cannot be continued consistently")
+    log(f"resumed from {path}: epoch {epoch}, batch {int(ckpt['progress']['batch'])}, "
+        f"step {int(ckpt['train'].step)}")
+    return ckpt, history, best_params
+
+
 def _write_csv(path: str, rows: List[Dict[str, Any]]) -> None:
-    with open(path, "w", newline="") as f:
+    """metrics.csv, atomically (temporary file + rename): a kill never leaves it empty or half written."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         writer.writeheader()
         writer.writerows(rows)
-
-
-def _append_csv(path: str, row: Dict[str, Any]) -> None:
-    with open(path, "a", newline="") as f:
-        csv.DictWriter(f, fieldnames=CSV_FIELDS).writerow(row)
+    os.replace(tmp, path)
