@@ -32,7 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="training wall-time budget in minutes (default: from config)")
     parser.add_argument("--out", default=None, help="run directory (default: runs/DATASET-MODEL-PROFILE-seedS)")
     parser.add_argument("--seed", type=int, default=0, help="seed of split, initialisation and shuffling (default 0)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its newest intact checkpoint (refused when --out "
+                             "belongs to another dataset, model or hyperparameters; more --max-epochs or "
+                             "--max-minutes are allowed)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="--out may hold an earlier run: it is moved aside to OUT.replaced-TIMESTAMP once the "
+                             "data are validated (default: such a directory is refused)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -49,7 +55,8 @@ def main(args: argparse.Namespace) -> int:
     enable_x64()  # float64 energies, float32 network (qallegro.potential.graph)
     from qallegro.train.run import run_training
 
-    results = run_training(cfg, out, seed=args.seed, resume=args.resume, title=f"{args.dataset} / {args.model}")
+    results = run_training(cfg, out, seed=args.seed, resume=args.resume, title=f"{args.dataset} / {args.model}",
+                           overwrite=getattr(args, "overwrite", False))
     test = results["test"]
     forces = (f"forces MAE {test['forces_mae']:.1f} meV/Å, forces RMSE {test['forces_rmse']:.1f} meV/Å"
               if test["forces_mae"] == test["forces_mae"] else "no force labels")

@@ -13,6 +13,13 @@ gets float32 throughout (an aspirin total of -17,600 eV then resolves to ~2 meV)
 The run directory holds results.json, metrics.csv, parity.png, learning_curve.png, config.json, orbax
 checkpoints (checkpoints/last, checkpoints/best) and the deployable potential.qallegro
 (`qallegro.potential.load`). This is the workflow behind ``python -m experiments.run train``, compare and hpo.
+
+Nothing is destroyed before everything is validated: the config sections, the run directory and the data are
+checked before the first output is written, and every output is written to a temporary file and renamed. A run
+directory that already holds a run (checkpoints, metrics rows, results.json or potential.qallegro) is continued
+only with ``resume=True``, and only when its recorded config.json matches the requested config except for
+`RESUMABLE_KEYS` (`CheckpointError` names the differing keys); it is replaced only with ``overwrite=True``, which
+moves the old run aside to OUT.replaced-TIMESTAMP.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from qallegro.data.readers import read_structures
 from qallegro.data.splits import resolve_split_sizes, train_val_test_split
 from qallegro.data.structure import Structure
 from qallegro.potential import save as save_potential
+from qallegro.train.checkpoint import CheckpointError
 from qallegro.train.config import DatasetConfig, TrainConfig
 from qallegro.train.evaluation import evaluate, evaluate_external, fit_shift_correction
 from qallegro.train.loop import fit
@@ -43,6 +51,96 @@ UNITS = {"energy_mae": "meV", "forces_mae": "meV/Å", "forces_rmse": "meV/Å", "
 #: the results.json keys that the potential artifact keeps as its training metadata
 ARTIFACT_METADATA_KEYS = ("dataset", "training", "seed", "n_parameters", "n_train", "n_val", "n_test", "epochs",
                           "best_epoch", "train_minutes", "validation", "test", "units", "machine")
+#: config keys that may differ between a run and its resume: the budget (more epochs, more minutes), how often
+#: and how many checkpoints are kept, the number of devices of data-parallel training (same result), and the
+#: external sets evaluated after training. Everything else (dataset, model, other training keys, dtype, seed)
+#: must be equal: the checkpoint belongs to it.
+RESUMABLE_KEYS = ("training.max_epochs", "training.max_minutes", "training.checkpoint_minutes",
+                  "training.keep_checkpoints", "training.devices", "dataset.external")
+
+
+def _flatten(d: Any, prefix: str = "") -> Dict[str, Any]:
+    if isinstance(d, Mapping) and (d or not prefix):
+        out: Dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}" if not prefix else f"{prefix}.{k}"))
+        return out
+    return {prefix: d}
+
+
+def config_differences(recorded: Mapping[str, Any], requested: Mapping[str, Any]) -> List[str]:
+    """The dotted keys (e.g. "model.family", "dataset.train", "seed") whose values differ between two run
+    records ({"config": run config, "seed": int}), leaving out `RESUMABLE_KEYS`; "key: old -> new" each."""
+    a, b = _flatten(json.loads(json.dumps(recorded, default=float))), \
+        _flatten(json.loads(json.dumps(requested, default=float)))
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        short = key[len("config."):] if key.startswith("config.") else key
+        if any(short == k or short.startswith(k + ".") for k in RESUMABLE_KEYS):
+            continue
+        if a.get(key, "<absent>") != b.get(key, "<absent>"):
+            diffs.append(f"{short}: {a.get(key, '<absent>')!r} -> {b.get(key, '<absent>')!r}")
+    return diffs
+
+
+def holds_run(out: str) -> List[str]:
+    """What in directory `out` belongs to an earlier training run (empty: nothing to lose): checkpoints,
+    metrics rows, results.json, potential.qallegro."""
+    found = []
+    for sub in ("last", "best"):
+        d = os.path.join(out, "checkpoints", sub)
+        if os.path.isdir(d) and os.listdir(d):
+            found.append(f"checkpoints/{sub}")
+    csv_path = os.path.join(out, "metrics.csv")
+    if os.path.exists(csv_path):
+        with open(csv_path) as f:
+            if sum(1 for line in f if line.strip()) > 1:
+                found.append("metrics.csv")
+    found += [name for name in ("results.json", "potential.qallegro") if os.path.exists(os.path.join(out, name))]
+    return found
+
+
+def check_run_directory(out: str, cfg: Mapping[str, Any], seed: int, resume: bool, overwrite: bool) -> None:
+    """Refuse, before anything is written, a run that would destroy or mix with the run already in `out`.
+
+    Raises:
+        ValueError: both `resume` and `overwrite`.
+        CheckpointError: `out` holds a run and neither `resume` nor `overwrite` is set (suggests both); or
+            `resume` into a run whose config.json differs from `cfg`/`seed` outside `RESUMABLE_KEYS` (names the
+            keys), or whose config.json is missing or unreadable beside its checkpoints.
+    """
+    if resume and overwrite:
+        raise ValueError("resume and overwrite exclude each other: --resume continues the run, --overwrite "
+                         "replaces it")
+    existing = holds_run(out)
+    config_path = os.path.join(out, "config.json")
+    if resume:
+        if not existing and not os.path.exists(config_path):
+            return  # nothing yet (killed before its first checkpoint): starts from the beginning
+        try:
+            with open(config_path) as f:
+                recorded = json.load(f)
+            recorded = {"config": recorded["config"], "seed": recorded["seed"]}
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"cannot resume {out}: its config.json is missing or unreadable ({e}), so its "
+                                  f"checkpoints cannot be matched to this config") from None
+        diffs = config_differences(recorded, {"config": cfg, "seed": seed})
+        if diffs:
+            raise CheckpointError(f"cannot resume {out}: it belongs to another config; differing keys: "
+                                  + "; ".join(diffs) + ". Use another --out for a new run (nothing was written)")
+    elif existing and not overwrite:
+        raise CheckpointError(f"{out} already holds a training run ({', '.join(existing)}): use --resume to "
+                              f"continue it, --overwrite to replace it (the old run is moved aside), or another "
+                              f"--out")
+
+
+def _move_aside(out: str, log: Callable[[str], None]) -> None:
+    aside = f"{out.rstrip(os.sep)}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
+    n = 1
+    while os.path.exists(aside):
+        aside, n = f"{out.rstrip(os.sep)}.replaced-{time.strftime('%Y%m%d-%H%M%S')}-{n}", n + 1
+    os.replace(out, aside)
+    log(f"the earlier run in {out} was moved to {aside}")
 
 
 def load_splits(data: DatasetConfig, seed: int) -> Tuple[List[Structure], List[Structure], List[Structure]]:
@@ -75,7 +173,7 @@ def _check_dtype(dtype: str) -> Any:
 
 
 def run_training(cfg: Mapping[str, Any], out: str, seed: int = 0, resume: bool = False, title: str = "",
-                 log: Callable[[str], None] = print) -> Dict[str, Any]:
+                 log: Callable[[str], None] = print, overwrite: bool = False) -> Dict[str, Any]:
     """Train and test one model from a resolved config.
 
     Args:
@@ -84,9 +182,13 @@ def run_training(cfg: Mapping[str, Any], out: str, seed: int = 0, resume: bool =
             dtype; energies are float64 whenever x64 is on, see the module docstring}.
         out: the run directory (created).
         seed: seed of the split, the initialisation and the shuffling.
-        resume: continue the run in `out` from its last checkpoint (exactly, see `qallegro.train.loop.fit`).
+        resume: continue the run in `out` from its newest intact checkpoint (exactly, see
+            `qallegro.train.loop.fit`); refused when `out` belongs to another config (`check_run_directory`).
+            With nothing in `out` yet, starts from the beginning.
         title: shown on the plots.
         log: where progress lines go.
+        overwrite: `out` may hold an earlier run: it is moved aside (OUT.replaced-TIMESTAMP) once the data are
+            read and validated. Without it (and without `resume`) such a directory is refused.
 
     Returns:
         The results dict written to OUT/results.json: validation and test metrics (meV units), split sizes,
@@ -95,7 +197,9 @@ def run_training(cfg: Mapping[str, Any], out: str, seed: int = 0, resume: bool =
     Raises:
         ValueError: unknown keys in the dataset or training sections (named), a bad dtype, or float64 without
             JAX's 64-bit mode (enable it at program start; this function never flips the process-wide switch).
-        FileNotFoundError: missing data, or `resume` without a checkpoint.
+        FileNotFoundError: missing data.
+        CheckpointError: `out` holds a run and neither resume nor overwrite; resume into another config's run
+            (names the keys; nothing is written); every checkpoint damaged (names them).
         FloatingPointError: the training loss became NaN or inf.
     """
     data = DatasetConfig.from_dict(cfg["dataset"])
@@ -103,9 +207,7 @@ def run_training(cfg: Mapping[str, Any], out: str, seed: int = 0, resume: bool =
     dtype_name = cfg.get("dtype", "float32")
     dtype = _check_dtype(dtype_name)
     t0 = time.perf_counter()
-    if not resume and os.path.exists(os.path.join(out, "checkpoints", "last")):
-        log(f"note: {out} holds an earlier run; this new run replaces its checkpoints and results "
-            f"(--resume continues it instead, --out DIR keeps both)")
+    check_run_directory(out, cfg, seed, resume, overwrite)
     train, val, test = load_splits(data, seed)
     prepared = prepare(train, cfg["model"], seed=seed, dtype=dtype)
     r_max, species = prepared.model_config["r_max"], prepared.species
@@ -120,6 +222,8 @@ def run_training(cfg: Mapping[str, Any], out: str, seed: int = 0, resume: bool =
         f"devices {jax.devices()}; data prepared in {time.perf_counter() - t0:.1f} s")
     log(f"batches padded to {train_loader.budget} (training; padding {_percent(train_loader)}) and "
         f"{val_loader.budget} (evaluation; padding {_percent(val_loader)})")
+    if overwrite and holds_run(out):  # only now, with the config and the data validated
+        _move_aside(out, log)
     os.makedirs(out, exist_ok=True)
     statistics = prepared.statistics
 
