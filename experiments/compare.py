@@ -73,7 +73,9 @@ def compare(dataset: str, models: List[str], n_seeds: int, profile: str, config_
                         cfg["training"][key] = value
                 enable_x64_if_needed(cfg)
                 print(f"== {model}, seed {seed} -> {run_dir}")
-                run_training(cfg, run_dir, seed=seed, title=f"{dataset} / {model} / seed {seed}")
+                # an interrupted run continues from its checkpoints (refused if its config differs)
+                resume = os.path.isdir(os.path.join(run_dir, "checkpoints", "last"))
+                run_training(cfg, run_dir, seed=seed, resume=resume, title=f"{dataset} / {model} / seed {seed}")
             with open(results_path) as f:
                 runs.append(json.load(f))
         potential = load_potential(os.path.join(out, model, "seed0", "potential.qallegro"))
