@@ -27,6 +27,8 @@ import json
 import os
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 MANIFEST = "qallegro_sha256.json"
@@ -121,7 +123,7 @@ class CheckpointStore:
     def _open(self) -> ocp.CheckpointManager:
         if self._manager is None:
             options = ocp.CheckpointManagerOptions(max_to_keep=None, create=True,
-                                                   enable_async_checkpointing=False)
+                                                   enable_async_checkpointing=False, **_this_process_only())
             self._manager = ocp.CheckpointManager(self.directory, options=options)
         return self._manager
 
@@ -154,6 +156,8 @@ class CheckpointStore:
         """
         step = max(self.steps(), default=0) + 1
         manager = self._open()
+        if jax.process_count() > 1:  # orbax refuses process-local jax arrays in a multi-process run
+            state = jax.tree.map(np.asarray, state)
         manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                    info=ocp.args.JsonSave(info or {})), force=True)
         manager.wait_until_finished()
@@ -186,6 +190,8 @@ class CheckpointStore:
             except CheckpointError as e:
                 damaged.append(str(e))
                 continue
+            if jax.process_count() > 1:  # restored as numpy arrays (see save)
+                template = jax.tree.map(np.asarray, template)
             args = ocp.args.Composite(state=ocp.args.StandardRestore(template), info=ocp.args.JsonRestore())
             try:
                 restored = self._open().restore(step, args=args)
@@ -209,6 +215,15 @@ class CheckpointStore:
                 raise CheckpointError(f"checkpoint {self.directory} is unreadable or does not fit this run "
                                       f"({type(e).__name__}: {str(e).splitlines()[0][:300]})") from None
         return None
+
+
+def _this_process_only() -> Dict[str, Any]:
+    """Orbax options for a multi-process run (jax.distributed): a store is written and read by one process alone
+    (process 0, see qallegro.train.parallel), so orbax must not wait for the other processes."""
+    if jax.process_count() == 1:
+        return {}
+    me = jax.process_index()
+    return {"multiprocessing_options": ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})}
 
 
 def save_checkpoint(path: str, state: Any) -> None:
