@@ -39,7 +39,13 @@ from qallegro.train.checkpoint import CheckpointError, CheckpointStore
 from qallegro.train.config import TrainConfig
 from qallegro.train.evaluation import evaluate, fit_shift_correction
 from qallegro.train.optimizer import make_plateau, plateau_step, set_learning_rate
-from qallegro.train.parallel import make_mesh, make_parallel_train_step, sharded_batches
+from qallegro.train.parallel import (
+    is_primary,
+    make_mesh,
+    make_parallel_train_step,
+    restore_on_process_zero,
+    sharded_batches,
+)
 from qallegro.train.step import TrainState, init_train_state, make_energy_step, make_steps
 
 CSV_FIELDS = ["epoch", "step", "learning_rate", "train_loss", "val_loss", "val_energy_mae", "val_forces_mae",
@@ -123,7 +129,9 @@ def fit(model: nn.Module, params: Any, train_loader: GraphLoader, val_loader: Gr
             checkpoint is damaged, one does not fit the model, or a legacy checkpoint's metrics.csv lacks epochs.
         FloatingPointError: the training loss became NaN or inf (names the epoch and step).
     """
-    os.makedirs(run_dir, exist_ok=True)
+    primary = is_primary()  # several processes (qallegro.train.parallel): process 0 alone writes run_dir
+    if primary:
+        os.makedirs(run_dir, exist_ok=True)
     last_dir = os.path.join(run_dir, "checkpoints", "last")
     best_dir = os.path.join(run_dir, "checkpoints", "best")
     csv_path = os.path.join(run_dir, "metrics.csv")
@@ -156,8 +164,10 @@ def fit(model: nn.Module, params: Any, train_loader: GraphLoader, val_loader: Gr
     history: List[Dict[str, Any]] = []
     best_params = None
     if resume:
-        ckpt, history, best_params = _resume(ckpt, last_store, best_store, csv_path, log)
-    _write_csv(csv_path, history)
+        ckpt, history, best_params = _resume_all_processes(
+            ckpt, lambda: _resume(ckpt, last_store, best_store, csv_path, log))
+    if primary:
+        _write_csv(csv_path, history)
 
     state, plateau_state, progress = ckpt["train"], ckpt["plateau"], TrainProgress.from_arrays(ckpt["progress"])
     started = time.perf_counter() - progress.elapsed_seconds
@@ -170,7 +180,8 @@ def fit(model: nn.Module, params: Any, train_loader: GraphLoader, val_loader: Gr
     def save_last():
         last = _checkpoint(state, plateau_state, progress._replace(elapsed_seconds=elapsed()))
         last["best"] = best_params if best_params is not None else state.ema_params
-        last_store.save(last, info={"history": history})
+        if primary:
+            last_store.save(last, info={"history": history})
 
     while progress.epoch < cfg.max_epochs and not out_of_time:
         epoch = progress.epoch
@@ -212,11 +223,13 @@ def fit(model: nn.Module, params: Any, train_loader: GraphLoader, val_loader: Gr
         if val["loss"] < progress.best_val_loss:
             progress = progress._replace(best_val_loss=val["loss"], best_epoch=epoch + 1)
             best_params = state.ema_params
-            best_store.save(best_params, info={"epoch": epoch + 1, "val_loss": float(val["loss"])})
+            if primary:
+                best_store.save(best_params, info={"epoch": epoch + 1, "val_loss": float(val["loss"])})
         progress = progress._replace(epoch=epoch + 1, batch=0, loss_sum=0.0)
         save_last()
         last_save = time.perf_counter()
-        _write_csv(csv_path, history)  # after the checkpoint that holds these rows
+        if primary:
+            _write_csv(csv_path, history)  # after the checkpoint that holds these rows
         log(f"epoch {epoch + 1:4d}  lr {lr:.2e}  train loss {row['train_loss']:.4g}  val loss {val['loss']:.4g}  "
             f"val E MAE {val['energy_mae']:.1f} meV  "
             + (f"F MAE {val['forces_mae']:.1f} meV/Å  " if np.isfinite(val["forces_mae"]) else "")
@@ -228,7 +241,8 @@ def fit(model: nn.Module, params: Any, train_loader: GraphLoader, val_loader: Gr
         f"validation {len(eval_shapes)})")
     if best_params is None:  # stopped (time limit) before the first validation: the current EMA weights
         best_params = state.ema_params
-        best_store.save(best_params, info={"epoch": -1, "val_loss": float("inf")})
+        if primary:
+            best_store.save(best_params, info={"epoch": -1, "val_loss": float("inf")})
     last_store.close()
     best_store.close()
     return FitResult(best_params=best_params, last_state=state, history=history, best_epoch=progress.best_epoch,
@@ -273,6 +287,23 @@ def _resume(fresh: Dict[str, Any], last_store: CheckpointStore, best_store: Chec
     log(f"resumed from {path}: epoch {epoch}, batch {int(ckpt['progress']['batch'])}, "
         f"step {int(ckpt['train'].step)}")
     return ckpt, history, best_params
+
+
+def _resume_all_processes(fresh: Dict[str, Any], resume: Callable[[], Any]):
+    """`resume()` (-> `_resume`'s triple) in process 0; the other processes of a multi-process run receive its
+    checkpoint and best weights (`restore_on_process_zero`) and an empty history (they write no metrics)."""
+    if jax.process_count() == 1:
+        return resume()
+    kept = []
+
+    def restore():
+        ckpt, history, best = resume()
+        kept.append(history)
+        return dict(ckpt, best=ckpt["train"].ema_params if best is None else best)
+
+    got = dict(restore_on_process_zero(restore, dict(fresh, best=fresh["train"].ema_params)))
+    best = got.pop("best")
+    return got, (kept[0] if kept else []), (best if int(got["progress"]["best_epoch"]) >= 0 else None)
 
 
 def _write_csv(path: str, rows: List[Dict[str, Any]]) -> None:

@@ -11,15 +11,22 @@ is exactly the single-device loss of the whole batch, and the gradients are summ
 Parameters, optimiser state and EMA are replicated; the optimiser update is the same as in
 `qallegro.train.step.make_steps`, so D devices give the single-device parameters up to float summation order.
 
-Multi-host: call `initialize_distributed()` (jax.distributed.initialize) at start-up in every process; the mesh
-then spans `jax.devices()` of all hosts. Every process builds the same global batch (same data, same seed) and
-`jax.make_array_from_callback` hands each process only the groups of its own devices.
+Multi-process (several machines, or several processes on one): call `initialize_distributed()`
+(jax.distributed.initialize; `python -m experiments.run train --num-processes N --process-id K --coordinator
+HOST:PORT` does it) at start-up in every process; the mesh then spans `jax.devices()` of all processes. Every
+process builds the same global batch (same data, same seed) and `jax.make_array_from_callback` hands each process
+only the groups of its own devices. Outside the compiled step every process keeps its own copy of the (replicated)
+training state as ordinary process-local arrays (`process_local`), so validation, the plateau schedule and the
+EMA are the single-process code. Process 0 alone owns the run directory: it writes the metrics, checkpoints and
+results, and on `--resume` it reads the checkpoint and broadcasts it to the others (`restore_on_process_zero`), so
+the other processes need no shared filesystem.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Iterator, Optional, Sequence
+import os
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import jax
 import jraph
@@ -36,13 +43,93 @@ AXIS = "data"
 COUNT_KEYS = ("n_energy", "n_forces", "n_stress")
 
 
+def cluster_from_environment(environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
+    """The launcher that started this process as one of several: "slurm" (srun with more than one task) or "ompi"
+    (Open MPI's mpirun with more than one rank), from the variables they set; None otherwise (a single process,
+    also a one-task SLURM job). `jax.distributed.initialize()` without arguments reads the same variables."""
+    env = os.environ if environ is None else environ
+    if "OMPI_MCA_orte_hnp_uri" in env and int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1:
+        return "ompi"
+    slurm = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
+    if all(k in env for k in slurm) and int(env["SLURM_NTASKS"]) > 1:
+        return "slurm"
+    return None
+
+
 def initialize_distributed(coordinator_address: Optional[str] = None, num_processes: Optional[int] = None,
                            process_id: Optional[int] = None, **kwargs) -> None:
-    """Join a multi-host JAX runtime (jax.distributed.initialize); call once per process before any other JAX
+    """Join a multi-process JAX runtime (jax.distributed.initialize); call once per process before any other JAX
     call. With no arguments JAX detects SLURM / Open MPI / Cloud TPU settings; otherwise give the coordinator's
-    "host:port", the number of processes and this process's id (0 .. num_processes - 1)."""
+    "host:port" (process 0's machine; the port must be free there and reachable from the others), the number of
+    processes and this process's id (0 .. num_processes - 1). CPU devices exchange gradients over gloo (TCP).
+
+    Raises:
+        ValueError: a process id outside 0 .. num_processes - 1.
+    """
+    if num_processes is not None and process_id is not None and not 0 <= process_id < num_processes:
+        raise ValueError(f"process id {process_id} is outside 0 .. {num_processes - 1} (--num-processes "
+                         f"{num_processes})")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
                                process_id=process_id, **kwargs)
+
+
+def is_primary() -> bool:
+    """True in process 0 (and in a single-process run): the process that writes the run directory."""
+    return jax.process_index() == 0
+
+
+def process_local(tree: Any) -> Any:
+    """This process's copy of a replicated pytree: each `jax.Array` that spans other processes' devices becomes
+    its shard on this process's first device (no copy); every other leaf is returned as is."""
+    def local(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return x.addressable_data(0)
+        return x
+
+    return jax.tree.map(local, tree)
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+    """A process-local pytree (every process holds the same values) as arrays replicated over the whole `mesh`,
+    built from copies on this process's devices (no communication)."""
+    sharding = NamedSharding(mesh, P())
+    mine = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
+
+    def put(x):
+        if isinstance(x, jax.Array) and x.sharding == sharding:
+            return x
+        x = x if isinstance(x, jax.Array) else np.asarray(x)
+        return jax.make_array_from_single_device_arrays(x.shape, sharding, [jax.device_put(x, d) for d in mine])
+
+    return jax.tree.map(put, tree)
+
+
+def restore_on_process_zero(restore: Callable[[], Any], template: Any) -> Any:
+    """`restore()` in process 0, its result broadcast to every process (one process: just `restore()`).
+
+    `template` is a pytree of the same structure, shapes and dtypes (the other processes' placeholder). If
+    `restore()` raises in process 0, the others raise a RuntimeError naming it instead of waiting forever.
+
+    Raises:
+        whatever `restore()` raises (process 0); RuntimeError (the other processes).
+    """
+    if jax.process_count() == 1:
+        return restore()
+    from jax.experimental import multihost_utils
+
+    value, error = template, None
+    if is_primary():
+        try:
+            value = restore()
+        except Exception as err:  # told to the others below, then raised here
+            error = err
+    failed = int(multihost_utils.broadcast_one_to_all(np.int32(error is not None)))
+    if failed:
+        if error is not None:
+            raise error
+        raise RuntimeError("process 0 could not restore the checkpoint (its error is in process 0's output)")
+    return multihost_utils.broadcast_one_to_all(value)
 
 
 def make_mesh(n_devices: Optional[int] = None) -> Mesh:
@@ -119,7 +206,8 @@ def make_parallel_train_step(model, cfg, compute_stress: bool, mesh: Mesh, optim
     """jit-compiled train_step(state, stacked_graph) -> (state, loss) with the batch sharded over `mesh`.
 
     Same update as `qallegro.train.step.make_steps`' train_step (Adam with clipping, EMA); `state` is
-    replicated. For finite-shot QDI the shot noise key is folded with the device index.
+    replicated. When the mesh spans several processes, `state` (and the loss) are taken and returned as this
+    process's copy (`process_local`). For finite-shot QDI the shot noise key is folded with the device index.
     """
     stochastic = getattr(model, "shots", None) is not None
     base_key = jax.random.PRNGKey(cfg.seed)
@@ -150,4 +238,13 @@ def make_parallel_train_step(model, cfg, compute_stress: bool, mesh: Mesh, optim
         loss, grads = sharded_grad(state.params, graph, state.step)
         return apply_gradients(state, grads, optimizer, cfg), loss
 
-    return jax.jit(train_step, out_shardings=(replicated, replicated))
+    step = jax.jit(train_step, out_shardings=(replicated, replicated))
+    if all(d.process_index == jax.process_index() for d in mesh.devices.flat):
+        return step
+
+    def multi_process_step(state, graph):
+        # Several processes: the state goes in and comes out as this process's copy (see the module docstring).
+        state, loss = step(replicate(state, mesh), graph)
+        return process_local(state), process_local(loss)
+
+    return multi_process_step
