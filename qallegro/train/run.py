@@ -193,6 +193,8 @@ def run_training(cfg: Mapping[str, Any], out: str, seed: int = 0, resume: bool =
     Returns:
         The results dict written to OUT/results.json: validation and test metrics (meV units), split sizes,
         model_config and statistics, epochs, best_epoch, train_minutes, compiled_shapes, machine, external.
+        In a multi-process run (`qallegro.train.parallel`) only process 0 writes `out` and returns that dict;
+        the others return {"process_index", "epochs", "train_minutes"} once training ends.
 
     Raises:
         ValueError: unknown keys in the dataset or training sections (named), a bad dtype, or float64 without
@@ -222,9 +224,11 @@ def run_training(cfg: Mapping[str, Any], out: str, seed: int = 0, resume: bool =
         f"devices {jax.devices()}; data prepared in {time.perf_counter() - t0:.1f} s")
     log(f"batches padded to {train_loader.budget} (training; padding {_percent(train_loader)}) and "
         f"{val_loader.budget} (evaluation; padding {_percent(val_loader)})")
-    if overwrite and holds_run(out):  # only now, with the config and the data validated
+    primary = jax.process_index() == 0  # several processes (qallegro.train.parallel): process 0 writes `out`
+    if overwrite and holds_run(out) and primary:  # only now, with the config and the data validated
         _move_aside(out, log)
-    os.makedirs(out, exist_ok=True)
+    if primary:
+        os.makedirs(out, exist_ok=True)
     statistics = prepared.statistics
 
     def save_config():  # the resolved config of the run, for the record (the model itself is potential.qallegro)
@@ -232,9 +236,13 @@ def run_training(cfg: Mapping[str, Any], out: str, seed: int = 0, resume: bool =
                    {"config": cfg, "model_config": prepared.model_config, "statistics": statistics.to_dict(),
                     "seed": seed})
 
-    save_config()
+    if primary:
+        save_config()
     result = fit(prepared.model, prepared.params, train_loader, val_loader, tcfg, out, resume=resume,
                  compute_stress=compute_stress, log=log)
+    if not primary:  # the other processes of a multi-process run are done: process 0 evaluates and writes
+        return {"process_index": jax.process_index(), "epochs": len(result.history),
+                "train_minutes": result.elapsed_minutes}
     params, eval_step = result.best_params, result.eval_step
     correction = None
     if tcfg.refit_shift:
