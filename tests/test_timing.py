@@ -21,6 +21,7 @@ def test_time_inference_reports_per_structure_medians():
     assert t["n_structures"] == 3 and t["n_atoms"] == 15 and t["repeats"] == 5
     assert t["median_ms_per_structure"] == pytest.approx(t["median_ms_per_batch"] / 3)
     assert 0 < t["p10_ms_per_batch"] <= t["median_ms_per_batch"] <= t["p90_ms_per_batch"]
+    assert 0 < 3 * t["min_ms_per_structure"] <= t["p10_ms_per_batch"]  # the fastest call: the HPO objective
     with pytest.raises(ValueError, match="repeats"):
         time_inference(model, params, batch, repeats=0)
 

@@ -27,9 +27,12 @@ from qallegro.data.structure import Structure
 from qallegro.hpo.study import set_by_path, skip_if_duplicate
 from qallegro.train.run import run_training, write_json
 
+#: the objective: the fastest of the timed calls, ms per structure (`qallegro.timing.time_inference`); on a
+#: machine shared with other jobs the median grows with the load, the fastest call much less
+OBJECTIVE_KEY = "min_ms_per_structure"
 #: the keys of a timing record (`InferenceTimer.record`) kept in a trial's user attributes
-TIMING_KEYS = ("median_ms_per_structure", "p10_ms_per_batch", "p90_ms_per_batch", "n_structures", "compile_s",
-               "n_parameters", "load_average", "cpu", "device")
+TIMING_KEYS = ("min_ms_per_structure", "median_ms_per_structure", "p10_ms_per_batch", "p90_ms_per_batch",
+               "n_structures", "compile_s", "n_parameters", "load_average", "cpu", "device")
 
 
 def suggest(trial, name: str, dist) -> Any:
@@ -117,15 +120,16 @@ class InferenceTimer:
         """The timing record of a configuration (measured now unless cached): `TIMING_KEYS` and the
         architecture."""
         key = self.key(params)
-        if key not in self.cache:
+        if OBJECTIVE_KEY not in self.cache.get(key, {}):  # a record from before the objective key: measure again
             self.cache[key] = self._measure(set_by_path(dict(self.base_cfg), dict(params)))
             self.measured += 1
             self._save()
         return self.cache[key]
 
     def __call__(self, params: Mapping[str, Any]) -> float:
-        """Median inference time in ms per structure of the configuration `params` (dotted names)."""
-        return float(self.record(params)["median_ms_per_structure"])
+        """Inference time in ms per structure (the fastest timed call) of the configuration `params` (dotted
+        names)."""
+        return float(self.record(params)[OBJECTIVE_KEY])
 
     def _measure(self, cfg: Dict[str, Any]) -> Dict[str, Any]:
         import jax.numpy as jnp
@@ -141,7 +145,8 @@ class InferenceTimer:
         record = {k: timing[k] for k in TIMING_KEYS if k in timing}
         record.update(n_parameters=count_parameters(prepared.params), load_average=os.getloadavg()[0],
                       machine=platform.node(), architecture=architecture_of(cfg))
-        self.log(f"inference time {record['median_ms_per_structure']:.3f} ms/structure "
+        self.log(f"inference time {record[OBJECTIVE_KEY]:.3f} ms/structure (median "
+                 f"{record['median_ms_per_structure']:.3f}) "
                  f"({record['n_parameters']} parameters, compiled in {record['compile_s']:.1f} s, "
                  f"load {record['load_average']:.1f})")
         return record
@@ -190,7 +195,7 @@ def make_objective(base_cfg: Dict[str, Any], space: Dict[str, Any], out: str, se
         params = {name: suggest(trial, name, dist) for name, dist in space.items()}
         skip_if_duplicate(trial)
         timing = timer.record(params)
-        ms = float(timing["median_ms_per_structure"])
+        ms = float(timing[OBJECTIVE_KEY])
         trial.set_user_attr("timing", {k: timing[k] for k in TIMING_KEYS if k in timing})
         if inference_ceiling_ms is not None and not ms <= inference_ceiling_ms:
             trial.set_user_attr("pruned", f"inference {ms:.3f} ms/structure over the ceiling {inference_ceiling_ms}")
