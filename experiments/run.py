@@ -1,5 +1,8 @@
 """Entry point: `python -m experiments.run [COMMAND] [options]`.
 
+Global option: --debug shows the full traceback of an error (by default a known error -- bad data, a damaged
+potential file or checkpoint, a bad storage URL, a missing file -- is one line on stderr, exit status 2).
+
 Commands (training is the default when no command is given):
   train            train and evaluate a model on a dataset
   compare          allegro, allegro-mlp, allegro-qdi under identical data and budget: errors, size, speed
@@ -14,7 +17,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 # command -> module with add_arguments(parser) and main(args) -> int
 COMMANDS = {
@@ -46,12 +49,21 @@ DESCRIPTION = """Train, compare and search qallegro potentials, analyse the QDI 
 
 Training is the default command: `python -m experiments.run --dataset D --model M` is `... train --dataset D
 --model M`. `python -m experiments.run COMMAND --help` lists every option of a command with its units and
-default."""
+default.
+
+Errors: bad input (data, a potential file, a checkpoint, a study plan or storage, a missing file, a bad option)
+is reported in one line on stderr, exit status 2; `--debug` (before or after the command) shows the traceback.
+An unexpected exception (a bug) always shows its traceback."""
+
+#: exit status of a run stopped by a known error (as argparse's for a bad option)
+ERROR_STATUS = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m experiments.run", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error instead of its one-line message (any command)")
     sub = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         try:
@@ -66,15 +78,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def split_debug(argv: List[str]) -> Tuple[List[str], bool]:
+    """`argv` without the global ``--debug`` flag (wherever it stands before a ``--``), and whether it was there."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    head = [a for a in argv[:end] if a != "--debug"]
+    return head + argv[end:], len(head) < end
+
+
+def report_error(err: BaseException, debug: bool) -> Optional[int]:
+    """Print the one-line message of a known error to stderr and return the exit status; None when `err` must
+    propagate: with `debug`, or an unexpected exception (a bug, whose traceback is shown)."""
+    from qallegro.errors import user_message
+
+    message = None if debug else user_message(err)
+    if message is None:
+        return None
+    print(f"error: {message} (--debug shows the traceback)", file=sys.stderr)
+    return ERROR_STATUS
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Run a command; returns its exit status (`ERROR_STATUS` after a known error, see `report_error`)."""
+    argv, debug = split_debug(list(sys.argv[1:] if argv is None else argv))
     if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
         argv = ["train"] + argv
+    if argv[0] == "train":  # multi-process training joins jax.distributed before the parser's imports start JAX
+        from experiments.train import start_processes_from_argv
+
+        start_processes_from_argv(argv[1:])
     args = build_parser().parse_args(argv)
     from experiments.config import enable_compilation_cache
 
-    enable_compilation_cache()  # a program compiled by an earlier run is read from disk, not compiled again
-    return args._main(args)
+    try:
+        enable_compilation_cache()  # a program compiled by an earlier run is read from disk, not compiled again
+        return args._main(args)
+    except Exception as err:
+        status = report_error(err, debug)
+        if status is None:
+            raise
+        return status
 
 
 if __name__ == "__main__":

@@ -9,16 +9,18 @@ and the budget counts completed trials only, so none is counted twice.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import warnings
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence
 
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import Trial, TrialState
 
+from qallegro.errors import StorageError
 from qallegro.hpo.optuna_compat import HeartbeatStorage, is_heartbeat_enabled, study_storage
 from qallegro.hpo.samo_cobra import SamoCobraSampler
 
@@ -56,6 +58,43 @@ def storage_url(value: str) -> str:
     return value if "://" in value else f"sqlite:///{os.path.abspath(value)}"
 
 
+def _shown(url: str) -> str:
+    """`url` for a message: a SQLite URL as its file path, any other with its password hidden."""
+    if url.startswith("sqlite:///"):
+        return url[len("sqlite:///"):]
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # unparseable: shown as given
+        return url
+
+
+@contextlib.contextmanager
+def storage_errors(url: str) -> Iterator[None]:
+    """Turn SQLAlchemy's and Optuna's storage exceptions raised inside the block into a `StorageError` that
+    names the URL (or the SQLite file) and says what is wrong with it.
+
+    Raises:
+        StorageError: an unknown scheme (no SQLAlchemy dialect), a malformed URL, a database that cannot be
+            opened or reached, or a file that is not an intact study database.
+    """
+    import sqlalchemy.exc
+
+    try:
+        yield
+    except sqlalchemy.exc.NoSuchModuleError as err:
+        scheme = url.split("://", 1)[0]
+        raise StorageError(f"unknown storage URL {_shown(url)!r}: no database driver for {scheme!r} (use "
+                           f"sqlite:///FILE.db, a plain FILE.db path or postgresql://user@host/db)") from err
+    except sqlalchemy.exc.ArgumentError as err:
+        raise StorageError(f"malformed storage URL {_shown(url)!r}: {err}") from err
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as err:
+        reason = (str(getattr(err, "orig", None) or err).strip().splitlines() or [type(err).__name__])[0]
+        what = "study database" if url.startswith("sqlite") else "study storage"
+        raise StorageError(f"{what} {_shown(url)} cannot be used: {reason}") from err
+
+
 def make_storage(url: str, heartbeat_interval: int = 60,
                  grace_period: Optional[int] = None) -> optuna.storages.RDBStorage:
     """An Optuna RDB storage (sqlite:///file.db, postgresql://user@host/db, ...) with heartbeats, and stale
@@ -65,8 +104,11 @@ def make_storage(url: str, heartbeat_interval: int = 60,
         url: SQLAlchemy URL.
         heartbeat_interval: seconds between a running trial's heartbeats.
         grace_period: seconds without a heartbeat after which a trial counts as dead (default 2 intervals + 10).
+
+    Raises:
+        StorageError: the URL or the database cannot be used (see `storage_errors`).
     """
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), storage_errors(url):
         warnings.simplefilter("ignore", ExperimentalWarning)
         return HeartbeatStorage(
             url, heartbeat_interval=heartbeat_interval,
@@ -227,9 +269,13 @@ def enqueue_transfer(study: optuna.Study, source_url: str, source_name: Optional
     Raises:
         ValueError: several studies in the storage and no name, no completed source trial, or parameters of
             `space` that the source lacks (named).
+        StorageError: no such study database, or one that cannot be used.
     """
     source_url = storage_url(source_url)
-    names = optuna.get_all_study_names(storage=source_url)
+    if source_url.startswith("sqlite:///") and not os.path.isfile(source_url[len("sqlite:///"):]):
+        raise StorageError(f"no study database {source_url[len('sqlite:///'):]} to transfer from")
+    with storage_errors(source_url):
+        names = optuna.get_all_study_names(storage=source_url)
     if source_name is None:
         if len(names) != 1:
             raise ValueError(f"{source_url} holds studies {names}: choose one with --transfer-study")
