@@ -13,8 +13,10 @@ directory) is written into it atomically (temporary file + rename). Only then is
   older ones after each proven save. Retention is done here rather than with orbax's ``max_to_keep``, which
   counts an unproven newest checkpoint and could delete the last proven one.
 
-A checkpoint that verifies but does not fit the restore template (another model) raises `CheckpointError`
-instead of falling back: an older checkpoint of the same run would not fit either.
+The manifest also records the layout of the state (every leaf's tree path and shape): a checkpoint that verifies
+but does not fit the restore template (another model) raises `CheckpointError` naming the differing leaves
+instead of falling back (an older checkpoint of the same run would not fit either); orbax alone would read it
+into the template's shapes without a word.
 
 Checkpoints written by earlier versions (one orbax checkpoint directly in DIR, no manifest) are still read, with
 a warning that they cannot be verified.
@@ -58,9 +60,16 @@ def file_digests(directory: str) -> Dict[str, str]:
     return digests
 
 
-def write_manifest(directory: str) -> None:
-    """Record the digests of `directory`'s files in DIRECTORY/qallegro_sha256.json (atomic, fsynced)."""
-    payload = json.dumps({"sha256": file_digests(directory)}, indent=1, sort_keys=True)
+def state_layout(state: Any) -> Dict[str, List[int]]:
+    """{tree path: shape} of every leaf of the pytree `state` (what a checkpoint must match to be restored)."""
+    return {jax.tree_util.keystr(path): list(np.shape(leaf))
+            for path, leaf in jax.tree_util.tree_leaves_with_path(state)}
+
+
+def write_manifest(directory: str, layout: Optional[Dict[str, List[int]]] = None) -> None:
+    """Record the digests of `directory`'s files (and the state's `layout`) in DIRECTORY/qallegro_sha256.json
+    (atomic, fsynced)."""
+    payload = json.dumps({"sha256": file_digests(directory), "layout": layout}, indent=1, sort_keys=True)
     tmp = os.path.join(directory, f"{MANIFEST}.tmp{os.getpid()}")
     with open(tmp, "w") as f:
         f.write(payload)
@@ -122,8 +131,11 @@ class CheckpointStore:
 
     def _open(self) -> ocp.CheckpointManager:
         if self._manager is None:
-            options = ocp.CheckpointManagerOptions(max_to_keep=None, create=True,
-                                                   enable_async_checkpointing=False, **_this_process_only())
+            multi = _this_process_only()
+            if multi:  # orbax cannot create the root directory itself then
+                os.makedirs(self.directory, exist_ok=True)
+            options = ocp.CheckpointManagerOptions(max_to_keep=None, create=not multi,
+                                                   enable_async_checkpointing=False, **multi)
             self._manager = ocp.CheckpointManager(self.directory, options=options)
         return self._manager
 
@@ -161,7 +173,7 @@ class CheckpointStore:
         manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                    info=ocp.args.JsonSave(info or {})), force=True)
         manager.wait_until_finished()
-        write_manifest(self.step_dir(step))
+        write_manifest(self.step_dir(step), state_layout(state))
         proven = 1
         for old in reversed([s for s in self.steps() if s < step]):
             if proven < self.keep and os.path.exists(os.path.join(self.step_dir(old), MANIFEST)):
@@ -192,6 +204,7 @@ class CheckpointStore:
                 continue
             if jax.process_count() > 1:  # restored as numpy arrays (see save)
                 template = jax.tree.map(np.asarray, template)
+            _check_layout(path, template)
             args = ocp.args.Composite(state=ocp.args.StandardRestore(template), info=ocp.args.JsonRestore())
             try:
                 restored = self._open().restore(step, args=args)
@@ -224,6 +237,23 @@ def _this_process_only() -> Dict[str, Any]:
         return {}
     me = jax.process_index()
     return {"multiprocessing_options": ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})}
+
+
+def _check_layout(path: str, template: Any) -> None:
+    with open(os.path.join(path, MANIFEST)) as f:
+        recorded = json.load(f).get("layout")
+    if recorded is None:
+        return
+    wanted = state_layout(template)
+    if recorded != wanted:
+        missing = sorted(set(wanted) - set(recorded))
+        extra = sorted(set(recorded) - set(wanted))
+        shapes = sorted(k for k in wanted if k in recorded and recorded[k] != wanted[k])
+        parts = [f"{label} {names[:3]}{' ...' if len(names) > 3 else ''}"
+                 for label, names in (("not in the checkpoint", missing), ("only in the checkpoint", extra),
+                                      ("other shapes", shapes)) if names]
+        raise CheckpointError(f"checkpoint {path} is intact but does not fit this run's model/state: "
+                              + "; ".join(parts))
 
 
 def save_checkpoint(path: str, state: Any) -> None:
