@@ -44,7 +44,9 @@ def _flip_bytes(path, n=4):
 
 
 def _largest_data_file(step_dir):
-    files = [os.path.join(r, n) for r, _, names in os.walk(step_dir) for n in names if n != MANIFEST]
+    """The largest array-data file of an orbax checkpoint (under a ``d`` folder of its OCDBT store)."""
+    files = [os.path.join(r, n) for r, _, names in os.walk(step_dir) for n in names
+             if os.path.basename(r) == "d"]
     return max(files, key=os.path.getsize)
 
 
