@@ -228,6 +228,21 @@ def test_only_the_newest_proven_checkpoints_are_kept(tmp_path):
     store.close()
 
 
+def test_checkpoint_of_an_earlier_version_is_read_with_a_warning(tmp_path):
+    import orbax.checkpoint as ocp
+
+    legacy = str(tmp_path / "last")
+    with ocp.StandardCheckpointer() as checkpointer:  # the layout before checksums: one checkpoint in the folder
+        checkpointer.save(legacy, {"w": np.arange(4, dtype=np.float32)})
+    warnings = []
+    store = CheckpointStore(legacy, log=warnings.append)
+    assert store.is_legacy() and store.steps() == []
+    state, info, used = store.restore({"w": np.zeros(4, np.float32)})
+    np.testing.assert_array_equal(np.asarray(state["w"]), np.arange(4, dtype=np.float32))
+    assert used == legacy and info == {} and "without checksums" in warnings[0]
+    assert CheckpointStore(str(tmp_path / "empty")).restore({"w": np.zeros(4, np.float32)}) is None
+
+
 def test_damaged_newest_checkpoint_of_a_run_resumes_from_the_previous_one_exactly(trained):
     run = os.path.join(trained["work"], "damaged")
     shutil.copytree(trained["reference"], run)
