@@ -92,12 +92,15 @@ class MDSystem:
     """A structure prepared for jax-md.
 
     Attributes:
-        R: (N, 3) positions in the space's coordinates (fractional in [0, 1) for periodic cells, Å otherwise).
+        R: (N, 3) positions in the space's coordinates: fractional in [0, 1) for periodic cells; for a molecule
+            Å relative to `origin` (the input's centroid), so a far-from-origin molecule loses no precision in
+            the float32 state.
         Z: (N,) atomic numbers; species_index: (N,) model species indices; masses: (N,) amu.
         cell: (3, 3) Å rows or None; periodic: bool.
         displacement, shift: jax-md space functions; neighbor_fn: jax-md NeighborListFns (Sparse).
         energy_fn: energy_fn(R, neighbor) in eV.
         skin: Å; capacity_multiplier: headroom of a (re-)allocation.
+        origin: (3,) float64 Å added back by `to_cartesian` (zeros for periodic cells, which are wrapped).
     """
 
     R: jnp.ndarray
@@ -113,13 +116,15 @@ class MDSystem:
     r_max: float
     skin: float
     capacity_multiplier: float
+    origin: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(3))
     #: compiled MD chunks of this system, reused by later runs (see qallegro.md.dynamics.run_md)
     chunks: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def to_cartesian(self, R) -> np.ndarray:
-        """(N, 3) Cartesian positions in Å of space coordinates `R` (wrapped into the cell if periodic)."""
+        """(N, 3) float64 Cartesian positions in Å of space coordinates `R` (wrapped into the cell if periodic;
+        `origin` added for a molecule)."""
         R = np.asarray(R, dtype=np.float64)
-        return R @ self.cell if self.periodic else R
+        return R @ self.cell if self.periodic else R + self.origin
 
     def allocate(self, R=None, extra_capacity: int = 0):
         """A new neighbour list for `R` (default: the initial positions) with `capacity_multiplier` headroom
@@ -180,7 +185,10 @@ def build_system(potential: Potential, positions, Z, cell=None, pbc=False, masse
                                               disable_cell_list=not use_cells, format=partition.Sparse)
     else:
         cell = None
-        R = jnp.asarray(positions, dtype)
+        # Centred in float64 before the cast: translation changes nothing (the centre of mass does not drift, the
+        # initial momenta have none).
+        origin = positions.mean(axis=0) if len(positions) else np.zeros(3)
+        R = jnp.asarray(positions - origin, dtype)
         neighbor_fn = partition.neighbor_list(displacement, 1.0, cutoff, dr_threshold=skin,
                                               capacity_multiplier=capacity_multiplier, disable_cell_list=True,
                                               format=partition.Sparse)
@@ -188,7 +196,7 @@ def build_system(potential: Potential, positions, Z, cell=None, pbc=False, masse
     system = MDSystem(R=R, Z=Z, species_index=jnp.asarray(species_index), masses=jnp.asarray(masses, dtype),
                       cell=cell, periodic=periodic, displacement=displacement, shift=shift,
                       neighbor_fn=neighbor_fn, energy_fn=energy_fn, r_max=potential.r_max, skin=skin,
-                      capacity_multiplier=capacity_multiplier)
+                      capacity_multiplier=capacity_multiplier, origin=np.zeros(3) if periodic else origin)
     if check:
         _check_against_matscipy(system, positions, pbc)
     return system
