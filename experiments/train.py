@@ -35,12 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of split, initialisation and shuffling (default 0)")
     exclusive = parser.add_mutually_exclusive_group()
     exclusive.add_argument("--resume", action="store_true",
-                        help="continue the run in --out from its newest intact checkpoint (refused when --out "
-                             "belongs to another dataset, model or hyperparameters; more --max-epochs or "
-                             "--max-minutes are allowed)")
+                           help="continue the run in --out from its newest intact checkpoint (refused when --out "
+                                "belongs to another dataset, model or hyperparameters; more --max-epochs or "
+                                "--max-minutes are allowed)")
     exclusive.add_argument("--overwrite", action="store_true",
-                        help="--out may hold an earlier run: it is moved aside to OUT.replaced-TIMESTAMP once the "
-                             "data are validated (default: such a directory is refused)")
+                           help="--out may hold an earlier run: it is moved aside to OUT.replaced-TIMESTAMP once the "
+                                "data are validated (default: such a directory is refused)")
     multi = parser.add_argument_group(
         "multi-process data-parallel training (one process per machine; see docs/usage/training.rst)",
         "Start the same command, with the same options and data, once per process, each with its own "
