@@ -1,19 +1,31 @@
 # qallegro: `make run` trains Allegro on the embedded rMD17 aspirin data; `make test` runs the test suite.
-# Both create .venv and install the project (with its dev extra) first if needed.
+# Both create .venv and install the project (with its dev extra) first if needed, at the versions in uv.lock.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# uv (PyPI) installs from the lock; pip only bootstraps it into .venv. --inexact keeps what else is in .venv.
+UV_VERSION := 0.13.9
+UV := UV_PROJECT_ENVIRONMENT=$(abspath $(VENV)) $(BIN)/uv
+SYNC := $(UV) sync --locked --inexact --extra dev
+LOCK_ARGS ?=
 
-.PHONY: install run test lint docs clean peer-venv
+.PHONY: install run test lint docs clean peer-venv lock
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e ".[dev]"
+$(STAMP): pyproject.toml uv.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
+	$(SYNC)
 	touch $(STAMP)
+
+# Re-resolve uv.lock after editing pyproject.toml, keeping every locked version that still fits;
+# `make lock LOCK_ARGS=--upgrade` moves everything to the newest allowed, `LOCK_ARGS="--upgrade-package jax"` one.
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
+	$(UV) lock $(LOCK_ARGS)
 
 run: install
 	$(BIN)/python -m experiments.run --dataset rmd17-aspirin --model allegro --profile cpu
