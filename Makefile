@@ -10,7 +10,7 @@ UV := UV_PROJECT_ENVIRONMENT=$(abspath $(VENV)) $(BIN)/uv
 SYNC := $(UV) sync --locked --inexact --extra dev
 LOCK_ARGS ?=
 
-.PHONY: install run test lint docs clean peer-venv lock
+.PHONY: install run test lint docs clean peer-venv lock gpu-check
 
 install: $(STAMP)
 
@@ -26,6 +26,14 @@ lock:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
 	$(UV) lock $(LOCK_ARGS)
+
+# On a machine with an NVIDIA GPU: the cuda extra, the GPU-relevant tests and the GPU benchmarks (tables in
+# experiments/results/gpu/). Without a GPU it stops at once with one line and exit status 1.
+gpu-check:
+	@$(PYTHON) experiments/benchmarks/gpu_check.py --preflight
+	$(MAKE) install
+	$(SYNC) --extra cuda
+	$(BIN)/python -m experiments.benchmarks.gpu_check
 
 run: install
 	$(BIN)/python -m experiments.run --dataset rmd17-aspirin --model allegro --profile cpu
