@@ -12,6 +12,15 @@ Initial momenta are Maxwell-Boltzmann at the target temperature with the centre-
 (`maxwell_boltzmann_momenta`). Each chunk of `log_every` steps updates the neighbour list
 inside the scan; after a chunk the overflow bit is checked on the host and, if set, the list is re-allocated
 with more capacity and the chunk is re-run from its start, so no step ever uses a list with missing pairs.
+
+Watchdog (`Watchdog`, on by default): after every step, inside the scan, the state is checked for non-finite
+positions, momenta or forces, the largest force ``max_i |F_i|`` (eV/Å), the kinetic temperature T = 2 E_kin /
+(n_dof k_B) (K), and atoms that had a neighbour within r_max - 0.5 Å at step 0 but have none within r_max now (a
+molecule dissociating). The first failing step freezes the chunk at the last good state. At every logged step the
+host also checks the drift of the conserved energy, ``|E_c(t) - E_c(0)| / N`` (meV/atom; NVE and Nose-Hoover,
+which conserve one; Langevin does not). A breach stops the run with `MDWatchdogError` naming the step, the
+quantity, its value and limit, and the atom; the last good frame is passed to the callback first. Without a
+watchdog (``watchdog=None``) only non-finite values stop a run.
 """
 
 from __future__ import annotations
@@ -31,8 +40,79 @@ from jax_md import quantity, simulate
 from qallegro.md.system import MDSystem
 
 ENSEMBLES = ("nve", "nvt", "langevin", "nose-hoover")
+#: ensembles with a conserved quantity whose drift the watchdog checks
+CONSERVING = ("nve", "nose-hoover")
+#: Å: the isolation check watches the atoms whose nearest neighbour at step 0 is closer than r_max - this, so an
+#: atom that merely hovers at the cutoff does not trip it
+ISOLATION_MARGIN = 0.5
+#: breach codes of the in-scan check (0: none)
+BREACHES = {1: ("non-finite state", ""), 2: ("max_force", "eV/Å"), 3: ("temperature", "K"),
+            4: ("isolated_atom", "Å to its nearest listed neighbour")}
 THERMO_FIELDS = ["step", "time_fs", "potential_energy", "kinetic_energy", "total_energy", "conserved",
                  "temperature", "reallocations"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Watchdog:
+    """Limits that stop an MD run that has gone wrong (see the module docstring).
+
+    Attributes:
+        max_drift_meV_per_atom: largest ``|E_c(t) - E_c(0)| / N`` of the conserved energy (NVE, Nose-Hoover).
+            50 meV/atom is the kinetic energy of ~390 K of heating; a healthy run stays far below 1.
+        max_force: largest atomic force norm in eV/Å (training data rarely exceed ~10 eV/Å).
+        max_temperature_K: kinetic-temperature ceiling in K; None: ``max(5000, 3 T_target)``.
+        check_isolation: stop when an atom that had a neighbour within r_max - `ISOLATION_MARGIN` at step 0 has
+            none within r_max (dissociation).
+    Raises:
+        ValueError: a limit that is not > 0.
+    """
+
+    max_drift_meV_per_atom: float = 50.0
+    max_force: float = 50.0
+    max_temperature_K: Optional[float] = None
+    check_isolation: bool = True
+
+    def __post_init__(self):
+        for name in ("max_drift_meV_per_atom", "max_force", "max_temperature_K"):
+            value = getattr(self, name)
+            if value is not None and not float(value) > 0:
+                raise ValueError(f"watchdog {name} must be > 0, got {value!r}")
+
+    def temperature_ceiling(self, temperature_K: float) -> float:
+        """The temperature ceiling in K for a run at `temperature_K`."""
+        if self.max_temperature_K is not None:
+            return float(self.max_temperature_K)
+        return max(5000.0, 3.0 * float(temperature_K))
+
+
+class MDWatchdogError(RuntimeError):
+    """An MD run stopped because a watched quantity left its limit (or became non-finite).
+
+    Attributes:
+        step: the first failing step; quantity: "max_force", "temperature", "energy_drift", "isolated_atom",
+        "non-finite state" or "non-finite energy"; value, limit: in the quantity's unit (eV/Å, K, meV/atom, Å);
+        atom: the atom index (None for global quantities); last_good_step: the step of the last frame passed to
+        the callback; thermo: the thermo rows up to it.
+    """
+
+    def __init__(self, step: int, quantity: str, value: float, limit: Optional[float], unit: str = "",
+                 atom: Optional[int] = None, last_good_step: Optional[int] = None, dt_fs: Optional[float] = None,
+                 thermo: Optional[List[Dict[str, float]]] = None):
+        self.step, self.quantity, self.value, self.limit, self.atom = step, quantity, value, limit, atom
+        self.last_good_step, self.thermo = last_good_step, list(thermo or [])
+        where = f" at atom {atom}" if atom is not None else ""
+        time = f" (t = {step * dt_fs:g} fs)" if dt_fs is not None else ""
+        if quantity == "isolated_atom":
+            what = (f"atom {atom} has no neighbour within r_max = {limit:g} Å any more (it had one at step 0; "
+                    f"nearest listed neighbour {value:.4g} Å): the structure dissociated")
+        elif limit is None:
+            what = f"{quantity}{where}"
+        else:
+            what = f"{quantity} = {value:.6g} {unit} exceeds the limit {limit:g} {unit}{where}"
+        advice = ("the time step may be too large, the temperature too high, or the structure left the "
+                  "potential's training domain")
+        last = f"; the last good frame is step {last_good_step}" if last_good_step is not None else ""
+        super().__init__(f"MD watchdog stopped the run at step {step}{time}: {what}; {advice}{last}")
 
 
 @dataclasses.dataclass
@@ -107,24 +187,92 @@ def degrees_of_freedom(n_atoms: int, ensemble: str) -> int:
     return 3 * n_atoms if ensemble in ("nvt", "langevin") else max(3 * n_atoms - 3, 1)
 
 
-def make_chunk(system: MDSystem, apply_fn: Callable, ensemble: str, kT: float, n_steps: int) -> Callable:
-    """jit-compiled chunk(state, neighbors) -> (state, neighbors, observables) that runs `n_steps` steps in a
-    lax.scan (neighbour update, then integrator step) and returns potential, kinetic and conserved energy (eV)
-    at the last step. The neighbour list's overflow bit accumulates over the chunk."""
-    energy_fn = system.energy_fn
+def neighbour_summary(system: MDSystem, R, neighbors):
+    """(counts, nearest) per atom, both (N,): the number of listed neighbours closer than r_max, and the distance
+    (Å) to the nearest listed neighbour (inf when none is listed). Jittable."""
+    n = R.shape[0]
+    centre, other = neighbors.idx[0], neighbors.idx[1]
+    mask = (centre < n) & (other < n)
+    centre = jnp.where(mask, centre, 0)
+    other = jnp.where(mask, other, 0)
+    d = jnp.linalg.norm(jax.vmap(system.displacement)(R[other], R[centre]), axis=-1)
+    d = jnp.where(mask, d, jnp.inf)
+    counts = jax.ops.segment_sum((d < system.r_max).astype(jnp.int32), centre, num_segments=n)
+    nearest = jax.ops.segment_min(d, centre, num_segments=n)
+    return counts, nearest
 
-    def body(carry, _):
-        state, neighbors = carry
-        neighbors = neighbors.update(state.position)
+
+def make_check(system: MDSystem, dof: int) -> Callable:
+    """Jittable check(state, neighbors, limits, had_neighbour) -> (code, value, atom) of the in-scan watchdog.
+
+    limits: (2,) [max force eV/Å, temperature ceiling K] (inf: off); had_neighbour: (N,) bool, the atoms whose
+    isolation is a breach. code: int32, 0 for no breach, else a key of `BREACHES` (the first in that order);
+    value: float32 in the quantity's unit; atom: int32 (-1 for a global quantity).
+    """
+
+    def check(state, neighbors, limits, had_neighbour):
+        finite = (jnp.all(jnp.isfinite(state.position), axis=-1) & jnp.all(jnp.isfinite(state.momentum), axis=-1)
+                  & jnp.all(jnp.isfinite(state.force), axis=-1))
+        force_norm = jnp.linalg.norm(state.force, axis=-1)
+        temperature = 2.0 * quantity.kinetic_energy(momentum=state.momentum, mass=state.mass) / (dof * units.kB)
+        counts, nearest = neighbour_summary(system, state.position, neighbors)
+        isolated = had_neighbour & (counts == 0)
+        conditions = [~jnp.all(finite), jnp.max(force_norm) > limits[0], temperature > limits[1], jnp.any(isolated)]
+        values = [jnp.nan, jnp.max(force_norm), temperature, nearest[jnp.argmax(isolated)]]
+        atoms = [jnp.argmin(finite), jnp.argmax(force_norm), -1, jnp.argmax(isolated)]
+        code, value, atom = jnp.int32(0), jnp.float32(0.0), jnp.int32(-1)
+        for k in reversed(range(4)):  # the first condition in BREACHES order wins
+            code = jnp.where(conditions[k], jnp.int32(k + 1), code)
+            value = jnp.where(conditions[k], jnp.asarray(values[k], jnp.float32), value)
+            atom = jnp.where(conditions[k], jnp.asarray(atoms[k], jnp.int32), atom)
+        return code, value, atom
+
+    return check
+
+
+def make_chunk(system: MDSystem, apply_fn: Callable, ensemble: str, kT: float, n_steps: int,
+               dof: Optional[int] = None) -> Callable:
+    """jit-compiled chunk(state, neighbors, limits, had_neighbour) -> (state, neighbors, observables, breach,
+    overflow) that runs up to `n_steps` steps in a lax.scan (neighbour update, integrator step, `make_check`) and
+    returns potential, kinetic and conserved energy (eV) of the returned state. The neighbour list's overflow bit
+    accumulates over the chunk; `overflow` is True when any step's list overflowed (also one discarded by a
+    breach): the chunk must then be re-run with a larger list.
+
+    breach: (code, step, value, atom), code 0 when every step passed; otherwise `step` (1..n_steps, counted from
+    the chunk's start) is the first failing step, and the returned state and list are those of the step before
+    it (the last good state): later steps are computed but discarded.
+    """
+    energy_fn = system.energy_fn
+    dof = degrees_of_freedom(int(system.R.shape[0]), ensemble) if dof is None else dof
+    check = make_check(system, dof)
+
+    def body(carry, k):
+        state, neighbors, breach, overflow, limits, had_neighbour = carry
+        new_neighbors = neighbors.update(state.position)
+        # An overflowing list misses pairs (atoms look isolated): the host re-runs such a chunk, so flag it even
+        # when the freeze below discards this list.
+        overflow = overflow | (new_neighbors.did_buffer_overflow != 0)
         # Under x64 jax-md's thermostats draw noise in the default float64, which would promote a float32 state
         # (a float32 potential's MD): keep every state field in its own dtype.
-        state = jax.tree.map(lambda new, old: new.astype(old.dtype), apply_fn(state, neighbor=neighbors), state)
-        return (state, neighbors), None
+        new_state = jax.tree.map(lambda new, old: new.astype(old.dtype), apply_fn(state, neighbor=new_neighbors),
+                                 state)
+        code, value, atom = check(new_state, new_neighbors, limits, had_neighbour)
+        clean = breach[0] == 0
+        keep = clean & (code == 0)
+        first = clean & (code != 0)
+        breach = (jnp.where(first, code, breach[0]), jnp.where(first, k + 1, breach[1]),
+                  jnp.where(first, value, breach[2]), jnp.where(first, atom, breach[3]))
+        state = jax.tree.map(lambda new, old: jnp.where(keep, new, old), new_state, state)
+        neighbors = jax.tree.map(lambda new, old: jnp.where(keep, new, old), new_neighbors, neighbors)
+        return (state, neighbors, breach, overflow, limits, had_neighbour), None
 
     @jax.jit
-    def chunk(state, neighbors):
-        (state, neighbors), _ = jax.lax.scan(body, (state, neighbors), None, length=n_steps)
-        return state, neighbors, observables(state, neighbors)
+    def chunk(state, neighbors, limits, had_neighbour):
+        breach = (jnp.int32(0), jnp.int32(0), jnp.float32(0.0), jnp.int32(-1))
+        (state, neighbors, breach, overflow, _, _), _ = jax.lax.scan(
+            body, (state, neighbors, breach, jnp.asarray(False), limits, had_neighbour),
+            jnp.arange(n_steps, dtype=jnp.int32))
+        return state, neighbors, observables(state, neighbors), breach, overflow
 
     def observables(state, neighbors):
         pe = energy_fn(state.position, neighbor=neighbors)
@@ -136,6 +284,7 @@ def make_chunk(system: MDSystem, apply_fn: Callable, ensemble: str, kT: float, n
         return {"potential_energy": pe, "kinetic_energy": ke, "conserved": conserved}
 
     chunk.observables = jax.jit(observables)
+    chunk.neighbour_summary = jax.jit(lambda R, neighbors: neighbour_summary(system, R, neighbors))
     return chunk
 
 
@@ -143,7 +292,8 @@ def run_md(system: MDSystem, ensemble: str = "nve", steps: int = 1000, dt_fs: fl
            temperature_K: float = 300.0, log_every: int = 100, seed: int = 0, friction_per_fs: float = 0.01,
            tau_fs: Optional[float] = None, keep_frames: bool = True,
            callback: Optional[Callable[[Dict[str, float], np.ndarray, np.ndarray], None]] = None,
-           max_reallocations: int = 20, growth: float = 1.5, neighbors=None) -> MDResult:
+           max_reallocations: int = 20, growth: float = 1.5, neighbors=None,
+           watchdog: Optional[Watchdog] = Watchdog()) -> MDResult:
     """Run MD and log every `log_every` steps.
 
     Args:
@@ -154,18 +304,25 @@ def run_md(system: MDSystem, ensemble: str = "nve", steps: int = 1000, dt_fs: fl
         seed: PRNG seed of the velocities and the Langevin noise.
         keep_frames: keep positions and velocities of logged steps in the result.
         callback: called as callback(thermo_row, positions Å (N, 3), velocities Å/fs (N, 3)) at step 0 and
-            every logged step (for streaming trajectory / CSV writers).
+            every logged step (for streaming trajectory / CSV writers); after a watchdog breach, once more with
+            the last good state when it lies between two logged steps.
         max_reallocations: give up (RuntimeError) after this many neighbour-list re-allocations in one chunk.
         growth: capacity factor of each re-allocation.
         neighbors: a neighbour list to start from (default: allocated from the initial positions).
+        watchdog: the limits checked at every step (see the module docstring); None: only non-finite values
+            stop the run.
     Returns:
         MDResult.
     Raises:
         ValueError: bad steps / log_every (and see make_integrator); RuntimeError: the neighbour list keeps
-        overflowing, or the energy became non-finite (names the step).
+        overflowing; MDWatchdogError (a RuntimeError): a watchdog limit was exceeded or the state became
+        non-finite (names the step, the quantity and the atom).
     """
-    if steps < 1 or log_every < 1:
-        raise ValueError(f"steps and log_every must be >= 1, got {steps} and {log_every}")
+    if not (isinstance(steps, (int, np.integer)) and isinstance(log_every, (int, np.integer))) \
+            or steps < 1 or log_every < 1:
+        raise ValueError(f"steps and log_every must be integers >= 1, got {steps!r} and {log_every!r}")
+    if not math.isfinite(dt_fs) or not math.isfinite(temperature_K):
+        raise ValueError(f"time step and temperature must be finite, got {dt_fs} fs and {temperature_K} K")
     init_fn, apply_fn = make_integrator(system, ensemble, dt_fs, temperature_K, friction_per_fs, tau_fs)
     kT = units.kB * temperature_K
     n_atoms = int(system.R.shape[0])
@@ -178,12 +335,28 @@ def run_md(system: MDSystem, ensemble: str = "nve", steps: int = 1000, dt_fs: fl
 
     def get_chunk(n):  # compiled chunks are kept on the system: a second run with the same settings reuses them
         if (settings, n) not in system.chunks:
-            system.chunks[(settings, n)] = make_chunk(system, apply_fn, ensemble, kT, n)
+            system.chunks[(settings, n)] = make_chunk(system, apply_fn, ensemble, kT, n, dof)
         return system.chunks[(settings, n)]
+
+    if watchdog is None:
+        limits = jnp.array([jnp.inf, jnp.inf], jnp.float32)
+        had_neighbour = jnp.zeros(n_atoms, bool)
+    else:
+        limits = jnp.array([watchdog.max_force, watchdog.temperature_ceiling(temperature_K)], jnp.float32)
+        if watchdog.check_isolation:  # atoms with a neighbour well inside r_max at step 0
+            _, nearest = get_chunk(log_every).neighbour_summary(state.position, neighbors)
+            had_neighbour = nearest < system.r_max - ISOLATION_MARGIN
+        else:
+            had_neighbour = jnp.zeros(n_atoms, bool)
+    check_drift = watchdog is not None and ensemble in CONSERVING
 
     thermo: List[Dict[str, float]] = []
     frames: List[Any] = []
     reallocations = 0
+
+    def stop(step, quantity, value, limit, unit="", atom=None):
+        last = thermo[-1]["step"] if thermo else None
+        return MDWatchdogError(step, quantity, value, limit, unit, atom, last, dt_fs, thermo)
 
     def record(step, state, obs):
         obs = {k: float(v) for k, v in obs.items()}
@@ -191,9 +364,12 @@ def run_md(system: MDSystem, ensemble: str = "nve", steps: int = 1000, dt_fs: fl
                "kinetic_energy": obs["kinetic_energy"],
                "total_energy": obs["potential_energy"] + obs["kinetic_energy"], "conserved": obs["conserved"],
                "temperature": 2.0 * obs["kinetic_energy"] / (dof * units.kB), "reallocations": reallocations}
-        if not math.isfinite(row["total_energy"]):
-            raise RuntimeError(f"MD energy became non-finite at step {step} (time step {dt_fs} fs too large, or "
-                               f"atoms left the potential's training domain)")
+        if not (math.isfinite(row["total_energy"]) and math.isfinite(row["conserved"])):
+            raise stop(step, "non-finite energy", math.nan, None)
+        if check_drift and thermo:
+            drift = 1000.0 * abs(row["conserved"] - thermo[0]["conserved"]) / n_atoms
+            if drift > watchdog.max_drift_meV_per_atom:
+                raise stop(step, "energy_drift", drift, watchdog.max_drift_meV_per_atom, "meV/atom")
         thermo.append(row)
         if keep_frames or callback is not None:
             positions = system.to_cartesian(state.position)
@@ -211,8 +387,9 @@ def run_md(system: MDSystem, ensemble: str = "nve", steps: int = 1000, dt_fs: fl
         tries = 0
         while True:
             with _quiet_float64_request():
-                new_state, new_neighbors, obs = get_chunk(n)(state, neighbors)
-            if system.neighbors_ok(new_neighbors):
+                new_state, new_neighbors, obs, breach, overflow = get_chunk(n)(state, neighbors, limits,
+                                                                               had_neighbour)
+            if system.neighbors_ok(new_neighbors) and not bool(overflow):
                 break
             tries += 1
             reallocations += 1
@@ -222,7 +399,14 @@ def run_md(system: MDSystem, ensemble: str = "nve", steps: int = 1000, dt_fs: fl
             capacity = int(neighbors.idx.shape[-1])
             neighbors = system.allocate(state.position,
                                         extra_capacity=int(math.ceil((growth ** tries - 1.0) * capacity)))
+        code, at, value, atom = (int(breach[0]), int(breach[1]), float(breach[2]), int(breach[3]))
         state, neighbors = new_state, new_neighbors
+        if code:
+            if at > 1:  # the last good state lies inside the chunk: log it and pass it on as a frame
+                record(step + at - 1, state, obs)
+            quantity, unit = BREACHES[code]
+            limit = {2: float(limits[0]), 3: float(limits[1]), 4: system.r_max}.get(code)
+            raise stop(step + at, quantity, value, limit, unit, None if atom < 0 else atom)
         step += n
         record(step, state, obs)
     return MDResult(thermo=thermo, frames=frames, state=state, neighbors=neighbors, reallocations=reallocations,

@@ -4,7 +4,9 @@
 * `TrajectoryWriter`: frames appended to an extxyz file (positions Å, velocities in ASE units, energies in
   info) or an ASE `.traj` file, chosen by the suffix.
 
-Both are usable as (or inside) the `callback` of `run_md`.
+Both are usable as (or inside) the `callback` of `run_md`. `partial_path` / `commit_partial` and
+`atomic_write_text` write outputs under a temporary name and rename them at the end, so a failed run never
+truncates an earlier run's files.
 """
 
 from __future__ import annotations
@@ -17,6 +19,27 @@ import numpy as np
 from ase import Atoms, units
 
 from qallegro.md.dynamics import THERMO_FIELDS
+
+FORMATS = ("extxyz", "xyz", "traj")
+
+
+def partial_path(path: str) -> str:
+    """The temporary name `DIR/.NAME.partial` under which `path` is written until `commit_partial`."""
+    directory, name = os.path.split(os.path.abspath(path))
+    return os.path.join(directory, f".{name}.partial")
+
+
+def commit_partial(path: str) -> None:
+    """Atomically replace `path` by its `partial_path` file (os.replace)."""
+    os.replace(partial_path(path), os.path.abspath(path))
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Write `text` to `path` through a temporary file and a rename: `path` is either the old or the new file."""
+    tmp = partial_path(path)
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, os.path.abspath(path))
 
 
 class ThermoCSV:
@@ -40,25 +63,26 @@ class TrajectoryWriter:
     """Append frames to an `.extxyz`/`.xyz` or `.traj` file.
 
     Args:
-        path: output file; the suffix picks the format.
+        path: output file; the suffix picks the format unless `format` ("extxyz", "xyz" or "traj") is given.
         numbers: (N,) atomic numbers; cell: (3, 3) Å or None; pbc: bool or (3,).
     Raises:
-        ValueError: an unsupported suffix.
+        ValueError: an unsupported suffix or format.
     """
 
-    def __init__(self, path: str, numbers, cell=None, pbc=False):
+    def __init__(self, path: str, numbers, cell=None, pbc=False, format: Optional[str] = None):
         from ase.io.trajectory import Trajectory
 
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.path = path
         self._atoms = Atoms(numbers=numbers, cell=cell, pbc=pbc)
-        if path.endswith(".traj"):
+        format = format or os.path.splitext(path)[1][1:]
+        if format not in FORMATS:
+            raise ValueError(f"trajectory file {path}: use a .extxyz, .xyz or .traj suffix")
+        if format == "traj":
             self._traj: Optional[Trajectory] = Trajectory(path, "w")
-        elif path.endswith((".extxyz", ".xyz")):
+        else:
             self._traj = None
             open(path, "w").close()
-        else:
-            raise ValueError(f"trajectory file {path}: use a .extxyz, .xyz or .traj suffix")
 
     def write(self, row: Dict[str, float], positions: np.ndarray, velocities_A_per_fs: np.ndarray) -> None:
         from ase.io import write

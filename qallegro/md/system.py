@@ -157,11 +157,17 @@ def build_system(potential: Potential, positions, Z, cell=None, pbc=False, masse
         capacity_multiplier: neighbour buffer headroom at allocation (jax-md).
         check: compare the first neighbour list with matscipy's (catches minimum-image problems).
     Raises:
-        ValueError: mixed pbc; a periodic cell narrower than 2 (r_max + skin) (replicate it); species unknown to
-            the potential (DataError); the neighbour check failing.
+        DataError: the checks of the Potential API (bad shapes, non-finite positions or cell, atoms closer than
+            1e-3 Å, species unknown to the potential; names the atom).
+        ValueError: mixed pbc; a periodic cell narrower than 2 (r_max + skin) (replicate it); the neighbour check
+            failing.
     """
     from ase.data import atomic_masses
 
+    from qallegro.data.structure import make_structure
+
+    periodic_input = bool(np.any(pbc))
+    make_structure(Z, positions, cell if periodic_input else None, pbc, source="MD input")
     Z = np.asarray(Z, dtype=np.int64)
     positions = np.asarray(positions, dtype=np.float64)
     species_index = potential.species_index(Z)
