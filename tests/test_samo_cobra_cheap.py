@@ -153,3 +153,19 @@ def test_cheap_budget_bounds_the_calls_per_proposal():
     assert sum(new_per_trial[5:]) >= 6  # and the budget is used
     with pytest.raises(ValueError, match="cheap_budget"):
         SamoCobraSampler(space, cheap_budget=0)
+
+
+def test_resumed_study_with_a_fresh_cheap_cache_goes_on():
+    """A study resumed in a new process gets a new sampler whose cache of exact values is empty: its first
+    model-based proposal must still work (it failed with a reshape error, every infill trial of a resumed search)."""
+    space = {"lr": FloatDistribution(1e-4, 1e-1, log=True), "layers": IntDistribution(1, 4),
+             "width": CategoricalDistribution([8, 16, 32, 64])}
+
+    def sampler():
+        return SamoCobraSampler(space, seed=3, cheap_budget=2, cheap_objectives={1: inference_ms})
+
+    study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler())
+    study.optimize(architecture_objective, n_trials=4)  # the initial design (d + 1 points)
+    study.sampler = sampler()  # the resumed process
+    study.optimize(architecture_objective, n_trials=2)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 6

@@ -312,8 +312,9 @@ class SamoCobraSampler(BaseSampler):
         cache = self._cheap_cache
         keys = list(cache)
         Xc = np.array([to_unit(space, dict(k)) for k in keys]).reshape(len(keys), len(space))
-        Vc = np.array([np.concatenate(cache[k]) for k in keys]).reshape(len(keys), -1)
         k_obj = len(self._cheap_objectives)
+        # (0, k) when nothing is cached yet: a sampler created for a resumed study starts with an empty cache
+        Vc = np.array([np.concatenate(cache[k]) for k in keys]).reshape(len(keys), k_obj + len(self._cheap_constraints))
         ok = np.all(np.isfinite(Vc), axis=1)
         models = None
         if ok.sum() >= len(space) + 2:
