@@ -54,3 +54,23 @@ def test_plain_samplers_without_a_timer():
 def test_settings_are_validated(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SearchSettings(**kwargs)
+
+
+def test_resumed_worker_is_not_stopped_by_earlier_failures():
+    """max_failures counts the failures of this worker's run: a search resumed after a fix goes on, a still
+    broken one stops after max_failures new failures (it stopped at once, on the failures from before the fix)."""
+    from qallegro.hpo.study import run_worker
+
+    study = optuna.create_study()
+
+    def broken(trial):
+        trial.suggest_float("x", 0.0, 1.0)
+        raise ValueError("a bug")
+
+    with pytest.raises(RuntimeError, match="2 failed trials"):
+        run_worker(study, broken, n_trials=3, max_failures=2, log=lambda _: None)
+    assert run_worker(study, lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=3, max_failures=2,
+                      log=lambda _: None) == 3
+    with pytest.raises(RuntimeError, match="2 failed trials"):
+        run_worker(study, broken, n_trials=5, max_failures=2, log=lambda _: None)
+    assert len(study.trials) == 7

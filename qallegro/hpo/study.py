@@ -175,14 +175,16 @@ def run_worker(study: optuna.Study, objective: Callable[[Trial], Sequence[float]
         study: an Optuna study (its storage shared by all workers).
         objective: trial -> objective values.
         n_trials: number of completed trials the study should end with.
-        max_failures: stop once the study holds this many failed trials (default n_trials), so a
-            configuration error does not loop forever.
+        max_failures: stop once this many trials have failed since this worker started (default n_trials), so
+            a configuration error does not loop forever, while a search resumed after a fix is not stopped by
+            the failures from before it.
     Returns:
         The number of trials this worker ran.
     Raises:
         RuntimeError: too many failed trials (names the last failure).
     """
     max_failures = n_trials if max_failures is None else max_failures
+    first_trial = len(study.get_trials(deepcopy=False))  # failures before this worker started do not count
 
     def guarded(trial: Trial):
         # Surplus check: another worker may have started the last trials of the budget a moment ago.
@@ -207,7 +209,7 @@ def run_worker(study: optuna.Study, objective: Callable[[Trial], Sequence[float]
         complete, running, waiting = counts[TrialState.COMPLETE], counts[TrialState.RUNNING], counts[TrialState.WAITING]
         if complete >= n_trials:
             return ran
-        failed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))]
+        failed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.number >= first_trial]
         if len(failed) >= max_failures:
             reason = failed[-1].user_attrs.get("failure", "stale or unknown")
             raise RuntimeError(f"study {study.study_name!r}: {len(failed)} failed trials (limit {max_failures}); "
