@@ -15,6 +15,8 @@ class               defined in                      raised for
 ``SelectionError``  ``qallegro.study.select``       no trial of a study can be selected
 ``StorageError``    here                            an Optuna storage URL that cannot be opened, a damaged study
                                                     database
+``ConfigError``     here                            an invalid option or hyperparameter value (names the option);
+                                                    raised by ``qallegro.quantum.config``
 ==================  ==============================  ==============================================================
 
 ``python -m experiments.run`` prints one line for each of them (and for an unreadable file, see
@@ -37,6 +39,7 @@ DEFINED_IN = {
     "PlanError": "qallegro.study.plan",
     "SelectionError": "qallegro.study.select",
     "StorageError": __name__,
+    "ConfigError": __name__,
 }
 
 __all__ = sorted(DEFINED_IN) + ["known_errors", "user_message"]
@@ -48,6 +51,11 @@ class StorageError(ValueError):
     """An Optuna storage that cannot be opened: an unknown or malformed URL (no SQLAlchemy dialect for its
     scheme), an unreachable database server, or a file that is not an intact study database. The message
     names the URL or the file."""
+
+
+class ConfigError(ValueError):
+    """An invalid option or hyperparameter value: out of range, of the wrong type, or an unknown choice. The
+    message names the option and the accepted values."""
 
 
 def __getattr__(name: str) -> Type[Exception]:

@@ -22,22 +22,28 @@ def read_rmd17_npz(path: str, max_frames: Optional[int] = None) -> List[Structur
 
     Raises:
         FileNotFoundError: no such file.
-        DataError: a key is missing, array shapes disagree, or a frame is invalid (NaN, overlapping atoms...).
+        DataError: not an npz archive, a key is missing, no frames, array shapes disagree, text where numbers
+            belong, or a frame is invalid (NaN, overlapping atoms, non-integer Z...).
     """
     name = os.path.basename(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"rMD17 file not found: {path}")
-    with np.load(path) as f:
+    with _open_npz(path) as f:
         missing = [k for k in RMD17_KEYS if k not in f.files]
         if missing:
             raise DataError(f"{name}: missing key(s) {missing}; an rMD17 npz needs {list(RMD17_KEYS)} "
                             f"(found {sorted(f.files)})")
-        Z = np.asarray(f["nuclear_charges"])
-        coords = np.asarray(f["coords"], dtype=np.float64)
-        energies = np.asarray(f["energies"], dtype=np.float64)
-        forces = np.asarray(f["forces"], dtype=np.float64)
+        try:
+            Z = np.asarray(f["nuclear_charges"])
+            coords = np.asarray(f["coords"], dtype=np.float64)
+            energies = np.asarray(f["energies"], dtype=np.float64)
+            forces = np.asarray(f["forces"], dtype=np.float64)
+        except (ValueError, TypeError, OSError) as err:  # text or objects where numbers belong, a damaged member
+            raise DataError(f"{name}: unreadable array ({err})") from None
     if Z.ndim != 1:
         raise DataError(f"{name}: nuclear_charges has shape {Z.shape}, expected (n_atoms,)")
+    if energies.ndim != 1 or energies.shape[0] == 0:
+        raise DataError(f"{name}: energies has shape {energies.shape}, expected (n_frames,) with n_frames >= 1")
     n_frames, n_atoms = energies.shape[0], Z.shape[0]
     for key, arr, shape in (("coords", coords, (n_frames, n_atoms, 3)), ("forces", forces, (n_frames, n_atoms, 3)),
                             ("energies", energies, (n_frames,))):
@@ -50,6 +56,23 @@ def read_rmd17_npz(path: str, max_frames: Optional[int] = None) -> List[Structur
                        source=name, frame=k)
         for k in range(n)
     ]
+
+
+def _open_npz(path: str):
+    """`np.load(path)` of an npz archive (no pickles).
+
+    Raises:
+        DataError: not an npz archive (damaged, truncated, another format); names the file.
+    """
+    import zipfile
+
+    try:
+        f = np.load(path)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        raise DataError(f"{os.path.basename(path)}: not a readable npz file ({err})") from None
+    if not isinstance(f, np.lib.npyio.NpzFile):  # a single .npy array saved under an .npz name
+        raise DataError(f"{os.path.basename(path)}: not an npz archive (a single array of shape {f.shape})")
+    return f
 
 
 #: The labels ASE's extxyz reader moves into a SinglePointCalculator instead of info/arrays.
@@ -75,8 +98,8 @@ def read_extxyz(path: str, energy_key: Optional[str] = None, forces_key: Optiona
 
     Raises:
         FileNotFoundError: no such file.
-        DataError: the file cannot be parsed, an explicitly named key is missing in a frame (names the file,
-            the frame, the key and the keys the frame does have), or a frame is invalid.
+        DataError: the file cannot be parsed or holds no frames, an explicitly named key is missing in a frame
+            (names the file, the frame, the key and the keys the frame does have), or a frame is invalid.
     """
     import ase.io
 
@@ -89,6 +112,8 @@ def read_extxyz(path: str, energy_key: Optional[str] = None, forces_key: Optiona
         raise DataError(f"{name}: cannot be parsed as extxyz: {err}") from err
     if not isinstance(frames, list):
         frames = [frames]
+    if not frames:
+        raise DataError(f"{name}: no frames (an empty file)")
     out = []
     for k, atoms in enumerate(frames):
         calc = atoms.calc
@@ -152,6 +177,7 @@ def read_structures(path: str, **kwargs) -> List[Structure]:
             raise FileNotFoundError(f"data file not found: {path}")
         from qallegro.data.qm9 import is_qm9_npz, read_qm9
 
+        _open_npz(path).close()  # a DataError naming the file for anything that is not an npz archive
         return read_qm9(path, **kwargs) if is_qm9_npz(path) else read_rmd17_npz(path, **kwargs)
     if path.endswith(EXTXYZ_SUFFIXES):
         return read_extxyz(path, **kwargs)

@@ -9,6 +9,9 @@ import numpy as np
 
 from qallegro.data.neighbors import neighbor_list
 
+#: the largest atomic number (oganesson)
+MAX_Z = 118
+
 
 class DataError(ValueError):
     """Bad input data. The message names the source (file), the frame and, where it applies, the atom."""
@@ -53,7 +56,7 @@ class Structure:
         """Check shapes and values; return self so it can be chained.
 
         Raises:
-            DataError: mismatched shapes, NaN/inf in positions/cell/labels, non-positive atomic numbers,
+            DataError: mismatched shapes, NaN/inf in positions/cell/labels, atomic numbers outside 1..118,
                 or two atoms closer than `min_distance` Å (including periodic images). The message names
                 the file, the frame and the atom(s).
         """
@@ -67,8 +70,8 @@ class Structure:
             raise DataError(f"{self.where}: cell has shape {self.cell.shape}, expected (3, 3)")
         if self.pbc.shape != (3,):
             raise DataError(f"{self.where}: pbc has shape {self.pbc.shape}, expected (3,)")
-        if np.any(self.Z <= 0):
-            atom = int(np.flatnonzero(self.Z <= 0)[0])
+        if np.any((self.Z <= 0) | (self.Z > MAX_Z)):
+            atom = int(np.flatnonzero((self.Z <= 0) | (self.Z > MAX_Z))[0])
             raise DataError(f"{self.where}, atom {atom}: atomic number {self.Z[atom]} is not a chemical element")
         bad = ~np.isfinite(self.positions).all(axis=1)
         if bad.any():
@@ -118,9 +121,19 @@ def make_structure(Z, positions, cell=None, pbc=None, energy=None, forces=None, 
     """Build a `Structure` from array-likes, converting dtypes; validated unless `validate=False`.
 
     Units are qallegro's internal ones (Å, eV, eV/Å, eV/Å^3): convert before calling.
-    Raises `DataError` as `Structure.validate`.
+    Raises `DataError` as `Structure.validate`, and for atomic numbers that are not whole numbers (6.5, NaN,
+    booleans, text): they are never rounded.
     """
-    Z = np.asarray(Z).astype(np.int64)
+    Z = np.asarray(Z)
+    if Z.dtype.kind not in "iu":  # floats only where they are whole element numbers (6.0), never rounded
+        if Z.dtype.kind != "f":
+            raise DataError(f"{source}, frame {frame}: atomic numbers of dtype {Z.dtype} are not integers")
+        whole = np.isfinite(Z) & (Z == np.round(Z)) & (np.abs(Z) <= MAX_Z)
+        if not whole.all():
+            atom = int(np.flatnonzero(~whole.ravel())[0])
+            raise DataError(f"{source}, frame {frame}, atom {atom}: atomic number {Z.ravel()[atom]} is not a "
+                            f"whole number in 1..{MAX_Z}")
+    Z = Z.astype(np.int64)
     positions = np.asarray(positions, dtype=np.float64)
     cell = np.zeros((3, 3)) if cell is None else np.asarray(cell, dtype=np.float64)
     pbc = np.zeros(3, dtype=bool) if pbc is None else np.broadcast_to(np.asarray(pbc, dtype=bool), (3,)).copy()

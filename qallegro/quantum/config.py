@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from qallegro.errors import ConfigError
+
 __all__ = [
     "ROTATIONS",
     "ENTANGLINGS",
@@ -49,20 +51,20 @@ MAX_DEPTH = 30
 
 def _check_int(name: str, value, lo: int, hi: Optional[int]) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+        raise ConfigError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
     value = int(value)
     if value < lo or (hi is not None and value > hi):
         rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
-        raise ValueError(f"{name} must be in {rng}, got {value}")
+        raise ConfigError(f"{name} must be in {rng}, got {value}")
     return value
 
 
 def _check_choice(name: str, value, choices: Sequence[str], upper: bool) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+        raise ConfigError(f"{name} must be one of {list(choices)}, got {value!r}")
     v = value.upper() if upper else value.lower()
     if v not in choices:
-        raise ValueError(f"unknown {name} {value!r}; expected one of {list(choices)}")
+        raise ConfigError(f"unknown {name} {value!r}; expected one of {list(choices)}")
     return v
 
 
@@ -81,9 +83,9 @@ class QDIConfig:
         measurement_mode: ``"none" | "even" | "single"`` (default ``"none"``).
 
     Raises:
-        ValueError: naming the offending option, for ``n_qubits`` outside 1..25, ``depth`` outside
-            1..30, ``in_features`` not a positive multiple of ``n_qubits``, or an unknown
-            rotation/entangling/measure/measurement_mode (Pauli names are case-insensitive).
+        qallegro.errors.ConfigError: (a ValueError) naming the offending option, for ``n_qubits``
+            outside 1..25, ``depth`` outside 1..30, ``in_features`` not a positive multiple of
+            ``n_qubits``, or an unknown rotation/entangling/measure/measurement_mode (Pauli names are case-insensitive).
     """
 
     n_qubits: int = 4
@@ -99,7 +101,7 @@ class QDIConfig:
         d = _check_int("depth", self.depth, 1, MAX_DEPTH)
         f = n if self.in_features is None else _check_int("in_features", self.in_features, 1, None)
         if f % n:
-            raise ValueError(
+            raise ConfigError(
                 f"in_features={f} is not a multiple of n_qubits={n}: the input is re-uploaded in "
                 f"chunks of n_qubits angles"
             )
