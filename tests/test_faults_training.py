@@ -85,9 +85,19 @@ def _write_tiny(folder, name="tiny.yaml", train="train.npz", extra_training=""):
     return path
 
 
+#: the line run_training logs just before it writes anything and starts training (the data are read and checked)
+READY = "batches padded to"
+
+
+def _exited(pid):
+    with open(f"/proc/{pid}/stat") as f:  # a child that has exited is a zombie until the zygote reaps it
+        return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+
+
 class Zygote:
-    """tests/fork_trainer.py: `run(argv, kill_after=seconds)` forks a train process, SIGKILLs it after that many
-    seconds (None: lets it finish), and returns (exit code, wall seconds, CPU seconds)."""
+    """tests/fork_trainer.py: `run(argv, log, kill_after=seconds)` forks a train process and SIGKILLs it that many
+    seconds after it logged `READY` (None: lets it finish); returns (exit code, seconds from `READY` to the end,
+    or None if never ready)."""
 
     def __init__(self, cache_dir):
         env = dict(os.environ, QALLEGRO_COMPILATION_CACHE=cache_dir,
@@ -103,14 +113,21 @@ class Zygote:
         return json.loads(self.proc.stdout.readline())
 
     def run(self, argv, log, kill_after=None):
-        t0 = time.perf_counter()
+        offset = os.path.getsize(log) if os.path.exists(log) else 0
         pid = self._ask({"argv": argv, "log": log})["pid"]
+        ready = None
+        while ready is None and not _exited(pid):
+            time.sleep(0.02)
+            with open(log) as f:
+                f.seek(offset)
+                if READY in f.read():
+                    ready = time.perf_counter()
         if kill_after is not None:
             time.sleep(kill_after)
             os.kill(pid, signal.SIGKILL)  # a no-op on a child that has already exited (not yet reaped)
         done = self._ask({"wait": pid})
         self.cpu_seconds += done["cpu_s"]
-        return done["exitcode"], time.perf_counter() - t0
+        return done["exitcode"], None if ready is None else time.perf_counter() - ready
 
     def close(self):
         self.proc.stdin.close()
@@ -305,21 +322,26 @@ def test_resume_into_another_config_or_rerun_is_refused_and_nothing_changes(trai
 
 
 def test_kill_9_at_20_random_moments_then_resume_gives_the_uninterrupted_parameters(trained):
+    """Kill moments: uniform over the part of a warm run from `READY` (data read, nothing written yet) to its end
+    (training with a checkpoint after every batch, validation, the final evaluation, plots, results, potential),
+    so that they fall on the writes at any load of the machine. A chain of runs in one directory is killed up to
+    4 times, then let finish and compared bit for bit with the uninterrupted run."""
     rng = np.random.default_rng(18)
     zygote, argv = trained["zygote"], trained["argv"]
-    span = trained["run_seconds"]  # kill moments: uniform over the wall time of a whole warm run
+    span = trained["run_seconds"]
     kills, chains, outcomes = 0, 0, []
     cpu_before, t0 = zygote.cpu_seconds, time.perf_counter()
     while kills < 20:
         run = os.path.join(trained["work"], f"kill{chains}")
         extra: tuple = ()
+        in_chain = 0
         while True:
-            moment = float(rng.uniform(0.0, span)) if kills < 20 else None
+            moment = float(rng.uniform(0.0, span)) if kills < 20 and in_chain < 4 else None
             code, seconds = zygote.run(argv(run, *extra), run + ".log", kill_after=moment)
             outcomes.append((chains, moment, code))
             extra = ("--resume",)
             if code == -signal.SIGKILL:
-                kills += 1
+                kills, in_chain = kills + 1, in_chain + 1
                 continue
             assert code == 0, open(run + ".log").read()[-3000:]
             break
