@@ -1,23 +1,21 @@
 """The project's named errors, in one place.
 
-Every error that bad input (a data file, a potential file, a checkpoint, a plan, a study storage, an argument)
-can cause is raised as one of these classes, with a message that names the file, frame, atom, key or URL at
-fault. They are defined beside the code that raises them and re-exported here (lazily: importing this module
-imports neither JAX nor Optuna):
+Bad input (a data file, a potential file, a checkpoint, a plan, a study storage, an option) is reported with
+these classes, in a message that names the file, frame, atom, key or URL at fault; some configuration checks
+still raise a plain ``ValueError`` with such a message. The classes are defined beside the code that raises them
+and re-exported here (lazily: importing this module imports neither JAX nor Optuna):
 
-==================  ==============================  ==============================================================
-class               defined in                      raised for
-==================  ==============================  ==============================================================
-``DataError``       ``qallegro.data.structure``     malformed data: file, frame and atom named
-``ArtifactError``   ``qallegro.potential.artifact`` a potential file that cannot be loaded
-``CheckpointError`` ``qallegro.train.checkpoint``   a damaged, missing or mismatched checkpoint or run directory
-``PlanError``       ``qallegro.study.plan``         a study plan that cannot be run
-``SelectionError``  ``qallegro.study.select``       no trial of a study can be selected
-``StorageError``    here                            an Optuna storage URL that cannot be opened, a damaged study
-                                                    database
-``ConfigError``     here                            an invalid option or hyperparameter value (names the option);
-                                                    raised by ``qallegro.quantum.config``
-==================  ==============================  ==============================================================
+===================  ===============================  ============================================================
+class                defined in                       raised for
+===================  ===============================  ============================================================
+``DataError``        ``qallegro.data.structure``      malformed data: file, frame and atom named
+``ArtifactError``    ``qallegro.potential.artifact``  a potential file that cannot be loaded
+``CheckpointError``  ``qallegro.train.checkpoint``    a damaged, missing or mismatched checkpoint
+``PlanError``        ``qallegro.study.plan``          a study plan that cannot be run
+``SelectionError``   ``qallegro.study.select``        no trial of a study can be selected
+``StorageError``     here                             a storage URL or study database that cannot be used
+``ConfigError``      here                             a bad option or hyperparameter (``qallegro.quantum.config``)
+===================  ===============================  ============================================================
 
 ``python -m experiments.run`` prints one line for each of them (and for an unreadable file, see
 `user_message`) and exits with status 2; ``--debug`` shows the traceback instead.
