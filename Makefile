@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # uv (PyPI) installs from the lock; pip only bootstraps it into .venv. --inexact keeps what else is in .venv.
 UV_VERSION := 0.13.9
-UV := UV_PROJECT_ENVIRONMENT=$(abspath $(VENV)) $(BIN)/uv
+# UV_SYSTEM_CERTS: the platform's certificate store, as pip uses (not uv's bundled Mozilla roots).
+UV := UV_PROJECT_ENVIRONMENT=$(abspath $(VENV)) UV_SYSTEM_CERTS=1 $(BIN)/uv
 SYNC := $(UV) sync --locked --inexact --extra dev
 LOCK_ARGS ?=
 
