@@ -65,6 +65,7 @@ def select_from_storage(url: str, study_name: str, rule: SelectionRule, n_trials
 
     Raises:
         SelectionError: as `select_trial`.
+        qallegro.errors.StorageError: the storage cannot be used (a damaged study database, named).
     """
     import optuna
 
@@ -74,8 +75,11 @@ def select_from_storage(url: str, study_name: str, rule: SelectionRule, n_trials
         return frozen
     if url.startswith("sqlite:///") and not os.path.exists(url[len("sqlite:///"):]):
         return None  # no storage yet (load_study would create an empty one)
+    from qallegro.hpo.study import storage_errors
+
     try:
-        study = optuna.load_study(study_name=study_name, storage=url)
+        with storage_errors(url):  # a damaged database: a StorageError naming the file
+            study = optuna.load_study(study_name=study_name, storage=url)
     except KeyError:
         return None  # no such study yet
     trials = study.get_trials(deepcopy=False)
