@@ -19,11 +19,14 @@ only the groups of its own devices. Outside the compiled step every process keep
 training state as ordinary process-local arrays (`process_local`), so validation, the plateau schedule and the
 EMA are the single-process code. Process 0 alone owns the run directory: it writes the metrics, checkpoints and
 results, and on `--resume` it reads the checkpoint and broadcasts it to the others (`restore_on_process_zero`), so
-the other processes need no shared filesystem.
+the other processes need no shared filesystem. Every step is compiled ahead and starts with a `barrier` of the
+coordination service, so that no process waits in the gradient all-reduce for one still compiling or writing a
+checkpoint (gloo, JAX's CPU collectives, gives up after 30 s).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
@@ -40,6 +43,7 @@ from qallegro.train.loss import error_sums, loss_predictions, weighted_loss
 from qallegro.train.step import apply_gradients
 
 AXIS = "data"
+_RESTORES = itertools.count()  # names of the barriers of `restore_on_process_zero`
 COUNT_KEYS = ("n_energy", "n_forces", "n_stress")
 
 
@@ -70,6 +74,9 @@ def initialize_distributed(coordinator_address: Optional[str] = None, num_proces
         raise ValueError(f"process id {process_id} is outside 0 .. {num_processes - 1} (--num-processes "
                          f"{num_processes})")
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # At exit every process waits for the others; process 0 still evaluates and writes the run after training
+    # while the others are done (JAX's default wait is 5 min).
+    kwargs.setdefault("shutdown_timeout_seconds", 24 * 3600)
     jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
                                process_id=process_id, **kwargs)
 
@@ -105,6 +112,22 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
     return jax.tree.map(put, tree)
 
 
+def barrier(name: str, timeout_s: int = 3600) -> None:
+    """Wait until every process has reached the barrier `name` (a name used once per run), through the
+    coordination service of jax.distributed rather than a device collective: a device collective (gloo on CPU)
+    gives up after 30 s, which a process still compiling or writing a checkpoint can exceed. One process:
+    returns at once. Uses orbax's `multihost.sync_global_processes`.
+
+    Raises:
+        jax's runtime error after `timeout_s` seconds (a process that never arrives).
+    """
+    if jax.process_count() == 1:
+        return
+    from orbax.checkpoint import multihost
+
+    multihost.sync_global_processes(name, timeout=timeout_s, processes=set(range(jax.process_count())))
+
+
 def restore_on_process_zero(restore: Callable[[], Any], template: Any) -> Any:
     """`restore()` in process 0, its result broadcast to every process (one process: just `restore()`).
 
@@ -124,6 +147,7 @@ def restore_on_process_zero(restore: Callable[[], Any], template: Any) -> Any:
             value = restore()
         except Exception as err:  # told to the others below, then raised here
             error = err
+    barrier(f"qallegro-restore-{next(_RESTORES)}")
     failed = int(multihost_utils.broadcast_one_to_all(np.int32(error is not None)))
     if failed:
         if error is not None:
@@ -242,9 +266,16 @@ def make_parallel_train_step(model, cfg, compute_stress: bool, mesh: Mesh, optim
     if all(d.process_index == jax.process_index() for d in mesh.devices.flat):
         return step
 
+    compiled, count = {}, itertools.count()
+
     def multi_process_step(state, graph):
         # Several processes: the state goes in and comes out as this process's copy (see the module docstring).
-        state, loss = step(replicate(state, mesh), graph)
+        state = replicate(state, mesh)
+        avals = tuple(x.aval for x in jax.tree.leaves((state, graph)))  # shapes, dtypes, weak types
+        if avals not in compiled:  # compiled ahead, so that the processes start the step's collectives together
+            compiled[avals] = step.lower(state, graph).compile()
+        barrier(f"qallegro-train-step-{next(count)}")
+        state, loss = compiled[avals](state, graph)
         return process_local(state), process_local(loss)
 
     return multi_process_step
