@@ -184,6 +184,31 @@ def test_extxyz_reader_gives_exact_structures_or_a_data_error(case):
         assert s.energy == float(energy) and np.isfinite(s.energy)
 
 
+ARTIFACT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "aspirin-allegro-cpu-6min.qallegro")
+
+
+@settings(FUZZ, max_examples=25)
+@given(kind=st.sampled_from(["flip", "truncate", "insert"]), where=st.floats(0, 1), byte=st.integers(1, 255))
+def test_damaged_potential_file_is_an_artifact_error_naming_it(kind, where, byte):
+    """One byte changed, the file cut short or a byte inserted anywhere: refused with `ArtifactError`."""
+    from qallegro.potential import ArtifactError, read_artifact
+
+    with open(ARTIFACT, "rb") as f:
+        blob = bytearray(f.read())
+    at = min(int(where * len(blob)), len(blob) - 1)
+    if kind == "flip":
+        blob[at] ^= byte
+    elif kind == "truncate":
+        blob = blob[:at]
+    else:
+        blob[at:at] = bytes([byte])
+    with temporary_file("damaged.qallegro") as path:
+        with open(path, "wb") as f:
+            f.write(blob)
+        with pytest.raises(ArtifactError, match="damaged.qallegro"):
+            read_artifact(path)
+
+
 # --- Potential -------------------------------------------------------------------------------------------------
 SPECIES = [1, 6, 8]
 TINY = dict(l_max=1, num_layers=1, num_tensor_features=4, two_body_mlp=[8, 16], latent_mlp=[16], readout_mlp=[8])
