@@ -131,7 +131,8 @@ def test_user_message_of_each_known_class():
     from qallegro.errors import StorageError, known_errors, user_message
 
     names = {cls.__name__ for cls in known_errors()}
-    assert names == {"DataError", "ArtifactError", "CheckpointError", "PlanError", "SelectionError", "StorageError"}
+    assert names == {"DataError", "ArtifactError", "CheckpointError", "PlanError", "SelectionError", "StorageError",
+                     "ConfigError"}
     for cls in known_errors():
         assert user_message(cls("first line\n  second line")) == "first line second line"
     assert user_message(FileNotFoundError(2, "No such file or directory", "/x/y.npz")) == \
