@@ -17,8 +17,9 @@ x64 mode is on::
 with e_i the network's scaled atomic energy, mu the per-species shifts (eV/atom) and delta an optional shift
 correction (the closed-form refit of training). An aspirin total of -17,600 eV resolves only to ~2 meV in
 float32; a 4000-atom cell summed in float32 is off by several meV. Edge vectors are float64 differences of
-float64 positions, cast to the network dtype afterwards (this also keeps far-from-origin coordinates exact), so
-no float64 reaches a matrix product. Without x64 (a library user who never enabled it) everything is float32.
+float64 positions, cast to the network dtype afterwards, so no float64 reaches a matrix product. Without x64 (a
+library user who never enabled it) everything is float32; far-from-origin coordinates stay exact all the same,
+because graphs carry positions wrapped into the cell or centred (`qallegro.data.graphs.positions_near_origin`).
 """
 
 from __future__ import annotations
