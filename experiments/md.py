@@ -29,7 +29,7 @@ import sys
 import time
 
 from experiments.config import enable_x64
-from qallegro.md.dynamics import ENSEMBLES
+from qallegro.md.ensembles import ENSEMBLES
 
 OUTPUTS = ("thermo.csv", "summary.json")
 #: exit status of a run stopped by the MD watchdog

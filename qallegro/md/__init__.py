@@ -7,8 +7,21 @@
 * `qallegro.md.ase`: `QAllegroCalculator`, an ASE calculator (energy, forces, stress).
 """
 
-from qallegro.md.dynamics import ENSEMBLES, MDResult, MDWatchdogError, Watchdog, energy_drift, make_integrator, run_md
-from qallegro.md.system import MDSystem, build_system, make_energy_fn, make_space
+import importlib
+
+from qallegro.md.ensembles import ENSEMBLES
+
+# The integrators and the energy function import jax-md (seconds): loaded at first use, so that the command line
+# (which only needs ENSEMBLES) starts fast.
+_LAZY = {name: "qallegro.md.dynamics" for name in
+         ("MDResult", "MDWatchdogError", "Watchdog", "energy_drift", "make_integrator", "run_md")}
+_LAZY.update({name: "qallegro.md.system" for name in ("MDSystem", "build_system", "make_energy_fn", "make_space")})
 
 __all__ = ["ENSEMBLES", "MDResult", "MDSystem", "MDWatchdogError", "Watchdog", "build_system", "energy_drift",
            "make_energy_fn", "make_integrator", "make_space", "run_md"]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'qallegro.md' has no attribute {name!r}")

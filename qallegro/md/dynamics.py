@@ -37,11 +37,9 @@ import numpy as np
 from ase import units
 from jax_md import quantity, simulate
 
+from qallegro.md.ensembles import CONSERVING, ENSEMBLES
 from qallegro.md.system import MDSystem
 
-ENSEMBLES = ("nve", "nvt", "langevin", "nose-hoover")
-#: ensembles with a conserved quantity whose drift the watchdog checks
-CONSERVING = ("nve", "nose-hoover")
 #: Å: the isolation check watches the atoms whose nearest neighbour at step 0 is closer than r_max - this, so an
 #: atom that merely hovers at the cutoff does not trip it
 ISOLATION_MARGIN = 0.5
