@@ -89,8 +89,11 @@ def _last_state(run_dir):
 
     last = os.path.join(run_dir, "checkpoints", "last")
     step = max(int(n) for n in os.listdir(last) if n.isdigit())
+    path = os.path.join(last, str(step), "state")
     with jax.enable_x64(True), ocp.PyTreeCheckpointer() as checkpointer:  # float64 stays float64
-        tree = checkpointer.restore(os.path.join(last, str(step), "state"))
+        meta = checkpointer.metadata(path)  # numpy arrays: also a 2-device run's, in this 1-device process
+        args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), meta.item_metadata.tree)
+        tree = checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=args))
     flat = {}
 
     def walk(node, prefix):
