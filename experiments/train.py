@@ -48,10 +48,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "result equals one process's. Process 0 alone writes --out (the others' --out is unused), and "
         "--resume needs only process 0's --out. Under SLURM (srun, several tasks) or Open MPI (mpirun, several "
         "ranks) these options may be left out: they are read from the environment those launchers set.")
-    multi.add_argument("--num-processes", type=int, default=None, help="number of processes N")
-    multi.add_argument("--process-id", type=int, default=None, help="this process's id, 0 .. N-1")
+    multi.add_argument("--num-processes", type=int, default=None,
+                       help="number of processes N (default: one, or as SLURM / Open MPI set it)")
+    multi.add_argument("--process-id", type=int, default=None,
+                       help="this process's id, 0 .. N-1 (default: 0, or as SLURM / Open MPI set it)")
     multi.add_argument("--coordinator", default=None, metavar="HOST:PORT",
-                       help="address of process 0's machine and a free TCP port there, reachable from the others")
+                       help="address of process 0's machine and a free TCP port there, reachable from the others "
+                            "(default: none, or as SLURM / Open MPI set it)")
 
 
 def start_processes_from_argv(argv: List[str]) -> None:
