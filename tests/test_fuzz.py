@@ -379,9 +379,6 @@ def test_train_arguments_pass_their_checks_or_are_refused_in_one_line(cli_data, 
     assert written == [], written
 
 
-@pytest.mark.xfail(strict=True, reason="TrainConfig (qallegro/train/config.py) and train's --max-epochs / "
-                                       "--max-minutes do not check these values: the model is built and trained "
-                                       "with them (or a batch size fails late, in the data loader)")
 @pytest.mark.parametrize("options, training", [(["--max-epochs", "-1"], {}), (["--max-epochs", "0"], {}),
                                                (["--max-minutes", "-5"], {}), ([], {"learning_rate": -1.0}),
                                                ([], {"batch_size": 0}), ([], {"batch_size": 2.5}),

@@ -7,9 +7,16 @@ file is an error instead of a silently ignored option.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Dict, Mapping, Optional, Type, TypeVar, Union
 
+from qallegro.errors import ConfigError
+
 T = TypeVar("T")
+
+
+def _refuse(name: str, value: Any, expected: str) -> None:
+    raise ConfigError(f"training.{name} must be {expected}, got {value!r}")
 
 
 def from_mapping(cls: Type[T], d: Mapping[str, Any], section: str) -> T:
@@ -93,10 +100,30 @@ class TrainConfig:
     shift_refit_structures: int = 256
 
     def __post_init__(self):
-        if self.shift_refit_structures < 1:
-            raise ValueError(f"shift_refit_structures must be >= 1, got {self.shift_refit_structures}")
-        if self.keep_checkpoints < 1:
-            raise ValueError(f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
+        """Raises ConfigError (a ValueError) naming the first option of a wrong type or out of range, so a bad
+        value stops the run before any data is read or model built (not a NaN or a loader error later)."""
+        for name, low in (("batch_size", 1), ("eval_batch_size", 1), ("max_epochs", 1), ("plateau_patience", 0),
+                          ("keep_checkpoints", 1), ("shift_refit_structures", 1), ("seed", 0), ("devices", 1)):
+            value = getattr(self, name)
+            if value is None and name == "devices":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                _refuse(name, value, f"an integer >= {low}")
+        for name, low, high, closed in (("learning_rate", 0.0, None, False), ("max_minutes", 0.0, None, False),
+                                        ("checkpoint_minutes", 0.0, None, False), ("clip_norm", 0.0, None, False),
+                                        ("energy_weight", 0.0, None, True), ("forces_weight", 0.0, None, True),
+                                        ("stress_weight", 0.0, None, True), ("ema_decay", 0.0, 1.0, True),
+                                        ("plateau_factor", 0.0, 1.0, False), ("min_lr_scale", 0.0, 1.0, False)):
+            value = getattr(self, name)
+            if value is None and name == "max_minutes":
+                continue
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not number or not math.isfinite(value) or (value < low if closed else value <= low) or (
+                    high is not None and value > high):
+                bounds = f"{'>=' if closed else '>'} {low:g}" + (f" and <= {high:g}" if high is not None else "")
+                _refuse(name, value, f"a number {bounds}")
+        if not (self.energy_weight or self.forces_weight or self.stress_weight):
+            raise ConfigError("training: energy_weight, forces_weight and stress_weight are all 0: nothing to fit")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
