@@ -168,7 +168,7 @@ def test_inference_timer_caches_per_architecture(tmp_path):
     a = {"model.r_max": 4.5, "training.learning_rate": 2e-3}
     assert timer.key(a) == timer.key({"model.r_max": 4.5, "training.learning_rate": 5e-3})  # training: no effect
     assert timer.key(a) != timer.key({"model.r_max": 5.0, "training.learning_rate": 2e-3})
-    cache.write_text(json.dumps({timer.key(a): {"median_ms_per_structure": 1.25}}))
+    cache.write_text(json.dumps({timer.key(a): {"min_ms_per_structure": 1.25, "median_ms_per_structure": 1.5}}))
     timer = InferenceTimer(base, ["structure"] * 3, cache_path=str(cache))
     assert timer({"model.r_max": 4.5, "training.learning_rate": 9e-3}) == 1.25 and timer.measured == 0
     with pytest.raises(ValueError, match="at least one timing structure"):

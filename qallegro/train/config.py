@@ -109,8 +109,9 @@ class TrainConfig:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 _refuse(name, value, f"an integer >= {low}")
-        for name, low, high, closed in (("learning_rate", 0.0, None, False), ("max_minutes", 0.0, None, False),
-                                        ("checkpoint_minutes", 0.0, None, False), ("clip_norm", 0.0, None, False),
+        # max_minutes 0: stop after the first batch; checkpoint_minutes 0: a checkpoint after every batch
+        for name, low, high, closed in (("learning_rate", 0.0, None, False), ("max_minutes", 0.0, None, True),
+                                        ("checkpoint_minutes", 0.0, None, True), ("clip_norm", 0.0, None, False),
                                         ("energy_weight", 0.0, None, True), ("forces_weight", 0.0, None, True),
                                         ("stress_weight", 0.0, None, True), ("ema_decay", 0.0, 1.0, True),
                                         ("plateau_factor", 0.0, 1.0, False), ("min_lr_scale", 0.0, 1.0, False)):
