@@ -82,10 +82,11 @@ def status_lines(plan: StudyPlan, layout: StudyLayout) -> List[str]:
     lines = []
     for dataset, family in plan.hpo.pairs():
         s = load_search(layout, dataset, family)
-        n = len(s["trials"]) if s else 0
+        n = len(s["trials"]) if s else _completed_trials(layout.hpo_storage(dataset, family), dataset, family)
         sel = s and s.get("selected")
         lines.append(f"hpo {dataset} {family}: {n}/{plan.hpo.n_trials[family]} trials"
-                     + (f", selected trial {sel['trial']}" if sel else ""))
+                     + (f", selected trial {sel['trial']}" if sel else "")
+                     + ("" if s or not n else " (search not finished)"))
     runs = load_runs(layout)
     for stage in ("compare", "transfer"):
         pairs: Dict[tuple, int] = {}
@@ -94,6 +95,20 @@ def status_lines(plan: StudyPlan, layout: StudyLayout) -> List[str]:
         for (dataset, family), n in pairs.items():
             lines.append(f"{stage} {dataset} {family}: {len(runs.get((stage, dataset, family), []))}/{n} runs")
     return lines
+
+
+def _completed_trials(storage_path: str, dataset: str, family: str) -> int:
+    """COMPLETE trials of a search still in progress (its summary study.json is written when it ends)."""
+    if not os.path.exists(storage_path):
+        return 0
+    import optuna
+
+    from qallegro.hpo.study import storage_url
+    from qallegro.study.stages import study_name
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=study_name(dataset, family), storage=storage_url(storage_path))
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
 
 
 def measure_costs(plan: StudyPlan, layout: StudyLayout, log: Callable[[str], None] = print) -> Dict[str, Dict]:
