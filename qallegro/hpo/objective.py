@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import platform
+import socket
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -180,6 +181,9 @@ def make_objective(base_cfg: Dict[str, Any], space: Dict[str, Any], out: str, se
             parameter names are dotted paths into it, e.g. "model.num_layers".
         space: parameter name -> Optuna distribution.
         out: the study directory (trials.log; trial directories are relative to it in the user attributes).
+            Each trial records where its files are: user attributes "host" (the machine's name), "pid" (the
+            worker process), "out" (this absolute path on that machine) and "run_dir" (relative to "out"), so
+            the trials of a study shared by several machines can be found from any of them.
         seed: seed of every trial's split and initialisation.
         timing_set: the structures of the fixed inference-timing batch (used only when `timer` is None).
         log: where progress lines go.
@@ -203,10 +207,16 @@ def make_objective(base_cfg: Dict[str, Any], space: Dict[str, Any], out: str, se
         cfg = set_by_path(base_cfg, params)
         cfg["dataset"] = dict(cfg["dataset"], test=None)  # the search sees validation data only
         run_dir = os.path.join(trials_dir, params_key(params))
+        # where the trial's files are, found from any machine: run_dir is relative to OUT on the machine HOST
         trial.set_user_attr("run_dir", os.path.relpath(run_dir, out))
+        trial.set_user_attr("out", os.path.abspath(out))
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
         resume = os.path.isdir(os.path.join(run_dir, "checkpoints", "last"))
-        log(f"trial {trial.number}: {params} -> {run_dir}{' (resuming)' if resume else ''}")
+        line = f"trial {trial.number}: {params} -> {run_dir}{' (resuming)' if resume else ''}"
+        log(line)
         with open(os.path.join(out, "trials.log"), "a") as logfile:
+            print(line, file=logfile, flush=True)  # the training lines below belong to this trial
             results = run_training(cfg, run_dir, seed=seed, resume=resume, title=f"trial {trial.number}",
                                    log=lambda s: print(s, file=logfile, flush=True))
         val = results["validation"]

@@ -105,17 +105,51 @@ def make_storage(url: str, heartbeat_interval: int = 60,
         heartbeat_interval: seconds between a running trial's heartbeats.
         grace_period: seconds without a heartbeat after which a trial counts as dead (default 2 intervals + 10).
 
+    Several workers may open a new, empty database at the same moment: the one that loses the race to create
+    its tables opens it again (`_schema_race`; up to 6 attempts within a few seconds).
+
     Raises:
         StorageError: the URL or the database cannot be used (see `storage_errors`).
     """
-    with warnings.catch_warnings(), storage_errors(url):
-        warnings.simplefilter("ignore", ExperimentalWarning)
-        return HeartbeatStorage(
-            url, heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period if grace_period is not None else 2 * heartbeat_interval + 10,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
-            # SQLite: wait up to a minute for another worker's write lock instead of failing after 5 s.
-            engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True})
+    import random
+
+    attempt = 0
+    while True:
+        try:
+            with warnings.catch_warnings(), storage_errors(url):
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                return HeartbeatStorage(
+                    url, heartbeat_interval=heartbeat_interval,
+                    grace_period=grace_period if grace_period is not None else 2 * heartbeat_interval + 10,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+                    # SQLite: wait up to a minute for another worker's write lock instead of failing after 5 s.
+                    engine_kwargs=({"connect_args": {"timeout": 60}} if url.startswith("sqlite")
+                                   else {"pool_pre_ping": True}))
+        except StorageError as err:
+            attempt += 1
+            if attempt >= _SCHEMA_ATTEMPTS or not _schema_race(err.__cause__):
+                raise
+            time.sleep(0.2 * attempt + 0.3 * random.random())
+
+
+#: attempts to open a storage whose tables another worker is creating at the same moment
+_SCHEMA_ATTEMPTS = 6
+
+
+def _schema_race(err: Optional[BaseException]) -> bool:
+    """Whether a storage error is two workers creating a new database's tables at once: Optuna's RDBStorage
+    creates the tables and stamps the schema version (alembic) unguarded, so the second of two workers started
+    together on an empty database fails (SQLite: "UNIQUE constraint failed: alembic_version.version_num" or
+    "table ... already exists"; PostgreSQL: a duplicate key or relation). Opening it again then finds the
+    tables."""
+    import sqlalchemy.exc
+
+    if isinstance(err, optuna.exceptions.StorageInternalError):
+        err = err.__cause__
+    if isinstance(err, sqlalchemy.exc.IntegrityError):
+        return True
+    text = str(getattr(err, "orig", None) or err).lower()
+    return isinstance(err, sqlalchemy.exc.DBAPIError) and ("already exists" in text or "duplicate" in text)
 
 
 def _counts(study: optuna.Study, below: Optional[int] = None) -> Dict[TrialState, int]:
