@@ -1,8 +1,10 @@
 """Multi-process data-parallel training on one machine: `python -m experiments.run train --num-processes 2
 --process-id K --coordinator HOST:PORT`, two processes with one CPU device each joined by jax.distributed (gloo),
-trains the same run as one process with two devices and as one process with one device (float64 network, equal
-parameters to 1e-10); process 0 alone writes the run directory; a two-process run killed with SIGKILL after its
-first checkpoint and restarted with --resume ends where the uninterrupted run ends.
+killed with SIGKILL after their first checkpoint and restarted with --resume, end with the parameters of one
+process with two devices and of one process with one device (float64 network, 1e-10); process 0 alone writes the
+run directory. (That a resume is bit-exact against an uninterrupted run of the same layout is
+tests/test_faults_training.py's concern; here the killed run is also the two-process run, which saves two
+processes on a 2-core machine.)
 
 Every process is a subprocess started and stopped here (a timeout per phase; all are killed on any failure). The
 runs of a module share one JAX compilation cache, so the later runs load the programs the first ones compiled.
@@ -118,8 +120,8 @@ def _assert_same_state(a, b, atol=1e-10):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Config and run directories of: one process with one device, one with two devices, two processes with one
-    device each (uninterrupted), and two processes killed after their first checkpoint then resumed."""
+    """Config and run directories of: one process with one device, one with two devices (both uninterrupted), and
+    two processes with one device each, killed after their first checkpoint and then resumed."""
     tmp = tmp_path_factory.mktemp("multiprocess")
     data = os.path.join(ROOT, "experiments", "data")
     for split, n in (("train", 12), ("test", 6)):
@@ -134,30 +136,27 @@ def runs(tmp_path_factory):
         "training: {batch_size: 4, eval_batch_size: 6, max_minutes: null}\n"
         "dtype: float64\n")
     config = str(config)
-    dirs = {name: tmp / name for name in ("one-device", "two-devices", "two-processes", "two-processes-p1",
-                                          "killed", "killed-p1")}
+    dirs = {name: tmp / name for name in ("one-device", "two-devices", "two-processes", "two-processes-p1")}
+    two_processes = [dirs["two-processes"], dirs["two-processes-p1"]]
     groups = {
         "one-device": Group(tmp, "one-device", config, [dirs["one-device"]], 1),
         "two-devices": Group(tmp, "two-devices", config, [dirs["two-devices"]], 2),
-        "two-processes": Group(tmp, "two-processes", config, [dirs["two-processes"], dirs["two-processes-p1"]], 1),
-        "killed": Group(tmp, "killed", config, [dirs["killed"], dirs["killed-p1"]], 1),
+        "killed": Group(tmp, "killed", config, two_processes, 1),
     }
     try:
         deadline = time.time() + PHASE_TIMEOUT_S
         # SIGKILL both processes of "killed" as soon as process 0's first checkpoint is complete (its manifest
         # is written last): at the end of epoch 1 of 2, or earlier on a slow machine (every 5 minutes).
-        last = dirs["killed"] / "checkpoints" / "last"
+        last = dirs["two-processes"] / "checkpoints" / "last"
         while not list(last.glob("*/qallegro_sha256.json")):
             if time.time() > deadline or any(p.poll() is not None for p in groups["killed"].procs):
                 groups["killed"].wait(deadline)  # fails with the logs
                 pytest.fail("the run to be killed ended before its first checkpoint:\n" + groups["killed"].log())
             time.sleep(0.05)
         groups["killed"].kill()
-        for name in ("one-device", "two-devices", "two-processes"):
+        groups["resumed"] = Group(tmp, "resumed", config, two_processes, 1, extra=["--resume"])
+        for name in ("one-device", "two-devices", "resumed"):
             groups[name].wait(deadline)
-        resumed = Group(tmp, "resumed", config, [dirs["killed"], dirs["killed-p1"]], 1, extra=["--resume"])
-        groups["resumed"] = resumed
-        resumed.wait(time.time() + PHASE_TIMEOUT_S)
     finally:
         for group in groups.values():
             group.kill()
@@ -166,9 +165,11 @@ def runs(tmp_path_factory):
 
 def test_two_processes_train_as_two_devices_and_as_one_device(runs):
     dirs, groups = runs["dirs"], runs["groups"]
-    log0 = groups["two-processes"].log(0)
-    assert "process 0 of 2" in log0 and "data-parallel training over 2 devices" in log0
-    assert "process 1 of 2" in groups["two-processes"].log(1)
+    for name in ("killed", "resumed"):
+        log0 = groups[name].log(0)
+        assert "process 0 of 2" in log0 and "data-parallel training over 2 devices" in log0, log0[-3000:]
+        assert "process 1 of 2" in groups[name].log(1)
+    assert "data-parallel training over 2 devices" in groups["two-devices"].log()
     one, two, multi = (_last_state(dirs[k]) for k in ("one-device", "two-devices", "two-processes"))
     assert int(one["train/step"]) == int(multi["train/step"]) == EPOCHS * 2
     params = [k for k in multi if k.startswith("train/params/")]
@@ -179,6 +180,8 @@ def test_two_processes_train_as_two_devices_and_as_one_device(runs):
     _assert_same_state(multi, two)
     _assert_same_state(multi, one)
     results = [json.loads((dirs[k] / "results.json").read_text()) for k in ("one-device", "two-processes")]
+    assert results[0]["epochs"] == results[1]["epochs"] == EPOCHS
+    assert results[0]["validation"].keys() == results[1]["validation"].keys()
     assert results[0]["validation"]["forces_mae"] == pytest.approx(results[1]["validation"]["forces_mae"],
                                                                    rel=1e-9)
     # Process 0 alone writes the run directory; process 1's --out is never created.
@@ -186,16 +189,9 @@ def test_two_processes_train_as_two_devices_and_as_one_device(runs):
     assert not dirs["two-processes-p1"].exists()
 
 
-def test_killed_two_process_run_resumes_to_the_uninterrupted_result(runs):
-    dirs, groups = runs["dirs"], runs["groups"]
+def test_killed_two_process_run_resumes_from_its_checkpoint(runs):
+    groups = runs["groups"]
     assert [p.returncode for p in groups["killed"].procs] == [-signal.SIGKILL] * 2
     log = groups["resumed"].log(0)
     assert "resumed from" in log, log[-3000:]  # (the first checkpoint: end of epoch 1, or a timed one before)
-    # Process 1 has no run directory of its own: it received the checkpoint from process 0.
-    assert not dirs["killed-p1"].exists()
-    _assert_same_state(_last_state(dirs["killed"]), _last_state(dirs["two-processes"]), atol=0.0)
-    done = [json.loads((dirs[k] / "results.json").read_text()) for k in ("killed", "two-processes")]
-    assert done[0]["epochs"] == done[1]["epochs"] == EPOCHS
-    assert done[0]["validation"].keys() == done[1]["validation"].keys()
-    for key, value in done[0]["validation"].items():
-        np.testing.assert_array_equal(value, done[1]["validation"][key], err_msg=key)  # NaN == NaN here
+    # (its final state equals the uninterrupted one- and two-device runs': the test above)
