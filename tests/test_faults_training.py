@@ -118,6 +118,8 @@ class Zygote:
         ready = None
         while ready is None and not _exited(pid):
             time.sleep(0.02)
+            if not os.path.exists(log):  # the child has not opened its log yet (seen under load)
+                continue
             with open(log) as f:
                 f.seek(offset)
                 if READY in f.read():

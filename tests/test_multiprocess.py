@@ -37,7 +37,8 @@ def _env(devices, cache):
     """One process's environment: CPU only, `devices` local devices, the shared compilation cache, and none of
     the SLURM / Open MPI variables (which would make a single process join a cluster)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "OMPI_", "PMI_"))}
-    env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+    env.update(JAX_PLATFORMS="cpu",  # (conftest's XLA flags kept)
+               XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}",
                QALLEGRO_COMPILATION_CACHE=str(cache), PYTHONUNBUFFERED="1")
     return env
 
