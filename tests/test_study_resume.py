@@ -1,6 +1,6 @@
 """The study command end to end on a tiny plan, killed with SIGKILL inside a search trial and inside a final run,
 then resumed: every planned trial and run completes once, the killed ones resume from their checkpoints, and
-nothing finished is trained again.
+nothing finished is trained again; a plan with more epochs then extends the finished runs from their checkpoints.
 
 Cost: two study processes are started and killed (the first inside a search trial, the second, which finishes the
 search and seed 0, inside seed 1); the resume to the end and the last call (nothing left to do) run in this
@@ -162,5 +162,21 @@ def test_study_killed_in_search_and_in_final_run_resumes_without_loss_or_repeat(
     written = {p: p.stat().st_mtime_ns for p in results.rglob("results.json")}
     assert main(command(tmp_path, plan)[3:]) == 0, capsys.readouterr().out[-3000:]  # once more: nothing left to do
     assert {p: p.stat().st_mtime_ns for p in results.rglob("results.json")} == written
+    assert len([t for t in optuna.load_study(study_name="rmd17-aspirin-allegro", storage=storage).trials
+                if t.state == TrialState.COMPLETE]) == 3
+
+    # A plan with one more epoch (runs that did not converge) extends the finished runs from their checkpoints:
+    # the committed epochs stay as they were, one epoch is added, the search is not touched.
+    with open(plan) as f:
+        text = f.read()
+    with open(plan, "w") as f:
+        f.write(text.replace(f"epochs: {EPOCHS}}}", f"epochs: {EPOCHS + 1}}}"))
+    assert main(command(tmp_path, plan)[3:]) == 0, capsys.readouterr().out[-3000:]
+    for s, before in enumerate(runs):
+        after = json.loads((results / "compare" / "rmd17-aspirin" / "allegro" / f"seed{s}" / "results.json")
+                           .read_text())
+        assert after["planned_epochs"] == after["epochs"] == EPOCHS + 1 and after["extended_from_epochs"] == EPOCHS
+        assert after["resumed"] and after["history"][:EPOCHS] == before["history"], s  # continued, not retrained
+        assert [row["epoch"] for row in after["history"]] == [float(e) for e in range(1, EPOCHS + 2)]
     assert len([t for t in optuna.load_study(study_name="rmd17-aspirin-allegro", storage=storage).trials
                 if t.state == TrialState.COMPLETE]) == 3

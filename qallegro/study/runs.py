@@ -1,8 +1,11 @@
 """One final run of the study (compare or transfer stage): train a selected configuration for a fixed number of
 epochs with one seed, test it, and commit its results.
 
-A run is done when its committed results.json exists; it is then never trained again. Otherwise it trains in its
-scratch folder and resumes from the last checkpoint there (`qallegro.train.run.run_training` with
+A run is done when its committed results.json exists for the plan's number of epochs; it is then never trained
+again. A plan that raises a dataset's epochs (runs that did not converge) extends its finished runs: each resumes
+from its last checkpoint in the scratch folder, where present, and trains the further epochs only (max_epochs may
+change on resume: the schedule and the shuffling depend on the epoch, not on the budget); without a checkpoint it
+trains anew. Otherwise a run trains in its scratch folder and resumes from the last checkpoint there (`qallegro.train.run.run_training` with
 ``resume=True``: the same arithmetic as an uninterrupted run), so an interrupted study loses at most the steps
 since the last checkpoint. The committed results.json holds everything the report needs: test metrics, the
 per-frame test errors (for the bootstrap over frames), the validation history (curves, convergence), the
@@ -121,18 +124,26 @@ def final_run(plan: StudyPlan, layout: StudyLayout, stage: str, dataset: str, fa
 
     final = layout.run_dir(stage, dataset, family, seed)
     results_path = os.path.join(final, "results.json")
+    epochs = plan.compare.epochs[dataset]
+    extend_from = None
     if os.path.exists(results_path):
         with open(results_path) as f:
-            return json.load(f)
-    epochs = plan.compare.epochs[dataset]
+            committed = json.load(f)
+        if committed.get("planned_epochs", epochs) >= epochs:
+            return committed
+        extend_from = committed["planned_epochs"]
     params = dict(selection["params"])
     cfg = run_config(plan, dataset, family, params, epochs)
     work = layout.work_dir(stage, dataset, family, seed)
     os.makedirs(work, exist_ok=True)
     started = time.perf_counter()
     done = all(os.path.exists(os.path.join(work, f)) for f in ("results.json", "potential.qallegro"))
+    if done:
+        with open(os.path.join(work, "results.json")) as f:
+            done = json.load(f)["training"].get("max_epochs") == epochs  # else: trained for fewer epochs
     resume = not done and os.path.isdir(os.path.join(work, "checkpoints", "last"))
     log(f"{stage} {dataset} {family} seed {seed}: {epochs} epochs in {work}"
+        + (f" (extending the committed {extend_from} epochs)" if extend_from else "")
         + (" (resuming from its checkpoint)" if resume else " (training finished, evaluating)" if done else ""))
     if done:
         with open(os.path.join(work, "results.json")) as f:
@@ -167,7 +178,7 @@ def final_run(plan: StudyPlan, layout: StudyLayout, stage: str, dataset: str, fa
         "stage": stage, "dataset": dataset, "family": family, "seed": seed, "source": source,
         "selection": {k: selection.get(k) for k in ("rule", "study", "trial", "params", "values", "error_metric")},
         "error_metric": plan.datasets[dataset].error_metric, "epochs": trained["epochs"],
-        "planned_epochs": epochs, "best_epoch": trained["best_epoch"], "train_minutes": trained["train_minutes"],
+        "planned_epochs": epochs, "extended_from_epochs": extend_from, "best_epoch": trained["best_epoch"], "train_minutes": trained["train_minutes"],
         "session_wall_minutes": (time.perf_counter() - started) / 60.0, "resumed": resume,
         "n_parameters": trained["n_parameters"], "n_train": trained["n_train"], "n_val": trained["n_val"],
         "n_test": trained["n_test"], "validation": trained["validation"], "test": trained["test"],
