@@ -17,6 +17,7 @@ needs no further circuits).
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Callable, Dict, Sequence
 
@@ -104,8 +105,8 @@ def evaluate_shots(potential_path: str, structures: Sequence[Any], shots: Sequen
 
 
 def run_shots(plan, layout, log: Callable[[str], None] = print):
-    """The plan's finite-shot evaluation of the seed-0 final model (skipped when done, or when that model does not
-    exist yet). Returns the results, or None when skipped."""
+    """The plan's finite-shot evaluation of the seed-0 final model (skipped when done for that model's epochs, or
+    when that model does not exist yet). Returns the results, or None when skipped."""
     from qallegro.data.readers import read_structures
     from qallegro.study.runs import run_config
     from qallegro.train.config import DatasetConfig
@@ -115,19 +116,26 @@ def run_shots(plan, layout, log: Callable[[str], None] = print):
     if spec is None:
         return None
     out = os.path.join(layout.shots_dir(spec.dataset, spec.family), "results.json")
-    if os.path.exists(out):
-        return None
     stage = "compare" if spec.family in plan.compare_families(spec.dataset) else "transfer"
-    potential = os.path.join(layout.run_dir(stage, spec.dataset, spec.family, 0), "potential.qallegro")
+    run = layout.run_dir(stage, spec.dataset, spec.family, 0)
+    potential = os.path.join(run, "potential.qallegro")
     if not os.path.exists(potential):
         log(f"shots: skipped, no final {spec.family} model on {spec.dataset} yet ({potential})")
         return None
+    with open(os.path.join(run, "results.json")) as f:
+        source_epochs = json.load(f)["planned_epochs"]
+    if os.path.exists(out):
+        with open(out) as f:
+            if json.load(f).get("source_epochs") == source_epochs:
+                return None
+        log(f"shots: the final model was extended to {source_epochs} epochs since; evaluated again")
     cfg = run_config(plan, spec.dataset, spec.family, {})
     _, _, test = load_splits(DatasetConfig.from_dict(cfg["dataset"]), 0)
     test = test[:spec.test_frames] if spec.test_frames else test
     pool = read_structures(cfg["dataset"]["train"], **(cfg["dataset"].get("read") or {}))
     cell = min(pool, key=lambda s: (abs(s.n_atoms - spec.cell_atoms), -s.n_atoms))
     results = evaluate_shots(potential, test, spec.shots, spec.repeats, cell, log=log)
+    results["source_epochs"] = source_epochs  # the model's epochs: an extended final run is evaluated again
     os.makedirs(os.path.dirname(out), exist_ok=True)
     write_json(out, results)
     return results

@@ -5,9 +5,9 @@ A run is done when its committed results.json exists for the plan's number of ep
 again. A plan that raises a dataset's epochs (runs that did not converge) extends its finished runs: each resumes
 from its last checkpoint in the scratch folder, where present, and trains the further epochs only (max_epochs may
 change on resume: the schedule and the shuffling depend on the epoch, not on the budget); without a checkpoint it
-trains anew. Otherwise a run trains in its scratch folder and resumes from the last checkpoint there (`qallegro.train.run.run_training` with
-``resume=True``: the same arithmetic as an uninterrupted run), so an interrupted study loses at most the steps
-since the last checkpoint. The committed results.json holds everything the report needs: test metrics, the
+trains anew. Otherwise a run trains in its scratch folder and resumes from the last checkpoint there
+(`qallegro.train.run.run_training` with ``resume=True``: the same arithmetic as an uninterrupted run), so an
+interrupted study loses at most the steps since the last checkpoint. The committed results.json holds everything the report needs: test metrics, the
 per-frame test errors (for the bootstrap over frames), the validation history (curves, convergence), the
 convergence verdict, the parameter count and the exact inference time (the same per-architecture timing as the
 search, `qallegro.hpo.objective.InferenceTimer`). Seed 0 also commits its potential.qallegro.
@@ -178,7 +178,8 @@ def final_run(plan: StudyPlan, layout: StudyLayout, stage: str, dataset: str, fa
         "stage": stage, "dataset": dataset, "family": family, "seed": seed, "source": source,
         "selection": {k: selection.get(k) for k in ("rule", "study", "trial", "params", "values", "error_metric")},
         "error_metric": plan.datasets[dataset].error_metric, "epochs": trained["epochs"],
-        "planned_epochs": epochs, "extended_from_epochs": extend_from, "best_epoch": trained["best_epoch"], "train_minutes": trained["train_minutes"],
+        "planned_epochs": epochs, "extended_from_epochs": extend_from, "best_epoch": trained["best_epoch"],
+        "train_minutes": trained["train_minutes"],
         "session_wall_minutes": (time.perf_counter() - started) / 60.0, "resumed": resume,
         "n_parameters": trained["n_parameters"], "n_train": trained["n_train"], "n_val": trained["n_val"],
         "n_test": trained["n_test"], "validation": trained["validation"], "test": trained["test"],
