@@ -1,16 +1,16 @@
 """One final run of the study (compare or transfer stage): train a selected configuration for a fixed number of
 epochs with one seed, test it, and commit its results.
 
-A run is done when its committed results.json exists for the plan's number of epochs; it is then never trained
-again. A plan that raises a dataset's epochs (runs that did not converge) extends its finished runs: each resumes
-from its last checkpoint in the scratch folder, where present, and trains the further epochs only (max_epochs may
-change on resume: the schedule and the shuffling depend on the epoch, not on the budget); without a checkpoint it
-trains anew. Otherwise a run trains in its scratch folder and resumes from the last checkpoint there
+A run is done when its committed results.json exists for the plan's number of epochs; it is then never trained again.
+A plan that raises a dataset's epochs (runs that did not converge) extends its finished runs: each resumes from its
+last checkpoint in the scratch folder, where present, and trains the further epochs only (max_epochs may change on
+resume: the schedule and the shuffling depend on the epoch, not on the budget); without a checkpoint it trains anew.
+Otherwise a run trains in its scratch folder and resumes from the last checkpoint there
 (`qallegro.train.run.run_training` with ``resume=True``: the same arithmetic as an uninterrupted run), so an
-interrupted study loses at most the steps since the last checkpoint. The committed results.json holds everything the report needs: test metrics, the
-per-frame test errors (for the bootstrap over frames), the validation history (curves, convergence), the
-convergence verdict, the parameter count and the exact inference time (the same per-architecture timing as the
-search, `qallegro.hpo.objective.InferenceTimer`). Seed 0 also commits its potential.qallegro.
+interrupted study loses at most the steps since the last checkpoint. The committed results.json holds everything the
+report needs: test metrics, the per-frame test errors (for the bootstrap over frames), the validation history (curves,
+convergence), the convergence verdict, the parameter count and the exact inference time (the same per-architecture
+timing as the search, `qallegro.hpo.objective.InferenceTimer`). Seed 0 also commits its potential.qallegro.
 """
 
 from __future__ import annotations
