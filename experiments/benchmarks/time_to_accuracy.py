@@ -31,6 +31,7 @@ nequip config, logs and extxyz files) go to --workdir (default runs/time_to_accu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import csv
 import glob
@@ -42,7 +43,7 @@ import re
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -170,7 +171,11 @@ def run_qallegro(settings: Dict[str, Any], test: Sequence[Any], workdir: str) ->
         log(f"[qallegro] {line}")
 
     t0 = time.perf_counter()
-    results = run_training(cfg, out, seed=settings["seed"], title="time to accuracy (qallegro)", log=keep)
+    if settings.get("init") == "peer":
+        with peer_initial_weights(settings):
+            results = run_training(cfg, out, seed=settings["seed"], title="time to accuracy (qallegro)", log=keep)
+    else:
+        results = run_training(cfg, out, seed=settings["seed"], title="time to accuracy (qallegro)", log=keep)
     total_minutes = (time.perf_counter() - t0) / 60.0
     with open(os.path.join(out, "metrics.csv")) as f:
         rows = list(csv.DictReader(f))
@@ -202,6 +207,51 @@ def run_qallegro(settings: Dict[str, Any], test: Sequence[Any], workdir: str) ->
             "compiled_shapes": results.get("compiled_shapes"), "validation_best": results.get("validation"),
             "test": errors, "test_minutes": (time.perf_counter() - t_test) / 60.0,
             "process_minutes": total_minutes, "statistics": results.get("statistics")}
+
+
+@contextlib.contextmanager
+def peer_initial_weights(settings: Dict[str, Any]) -> Iterator[None]:
+    """Within the block, `run_training` starts from nequip-allegro's initial weights for the run seed (the peer's
+    `AllegroModel(seed=...)`, as its nequip-train run draws them) instead of qallegro's own draw.
+
+    An experiment hook (`--init peer`), not a training feature: with both sides starting from the same weights on
+    the same split, only the batch order differs, which separates "the initial draw" from "the training" as the
+    cause of a per-epoch difference. The weights come from optimizer_parity_worker.py with no steps and are copied
+    by `reference_parity.params_from_reference`.
+    """
+    import dataclasses
+    import tempfile
+    from unittest import mock
+
+    import jax
+    import jax.numpy as jnp
+    from ase.data import chemical_symbols
+
+    from experiments.benchmarks import optimizer_parity, peer
+    from experiments.benchmarks.reference_parity import params_from_reference
+    from qallegro.train import run as run_module
+
+    original = run_module.prepare
+
+    def prepare(train, model_config, seed, **kwargs):
+        prepared = original(train, model_config, seed=seed, **kwargs)
+        stats = prepared.statistics
+        type_names = [chemical_symbols[z] for z in stats.species]
+        hparams = dict(peer.PEER_MODEL, r_max=float(model_config["r_max"]),
+                       avg_num_neighbors=float(stats.avg_num_neighbors),
+                       per_type_energy_shifts=dict(zip(type_names, map(float, stats.species_shift))),
+                       per_type_energy_scales=dict(zip(type_names, map(float, stats.species_scale))))
+        spec = {"seed": seed, "type_names": type_names, "hparams": hparams, "training": settings["training"],
+                "model_dtype": settings["dtype"], "batches": []}
+        with tempfile.TemporaryDirectory() as tmp:
+            arrays = optimizer_parity.run_peer(spec, tmp)
+        dtype = jax.tree.leaves(prepared.params)[0].dtype
+        params = jax.tree.map(lambda p: jnp.asarray(p, dtype), params_from_reference(arrays, prepared.model))
+        log(f"[qallegro] initial weights: nequip-allegro's AllegroModel(seed={seed})")
+        return dataclasses.replace(prepared, params=params)
+
+    with mock.patch.object(run_module, "prepare", prepare):
+        yield
 
 
 def peer_config(settings: Dict[str, Any], statistics: Dict[str, Any], peer_dir: str,
@@ -431,8 +481,8 @@ def differences(settings: Dict[str, Any], threads: Optional[int], report: Option
         "EMA warm-up: both use decay' = min(decay, (1 + n) / (10 + n)); nequip copies the weights at its first "
         "update and counts from 1, qallegro averages from the first step (differs for the first few steps only).",
         "Energy precision: nequip (model_dtype float32, default dtype float64) sums atomic energies and shifts in "
-        "float64 and computes the loss in float64; qallegro follows its own dtype handling (float32 unless its "
-        "float64 energy sum is in place). Networks run in float32 on both sides.",
+        "float64 and computes the loss in float64; so does qallegro (JAX's x64 mode on, as in every command-line run; "
+        "runs before 2026-12-03 had it off and summed energies in float32). Networks run in float32 on both sides.",
         "Execution: qallegro is jit-compiled by XLA (compilation counts against its budget); the peer runs eager "
         "PyTorch (nequip's default; torch.compile training not used on CPU). Neighbour lists: qallegro builds "
         "them once before training (not in the budget); nequip's data pipeline rebuilds them each time a frame is "
@@ -618,6 +668,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                                     "runs/time_to_accuracy-quick)")
     parser.add_argument("--workdir", default=None, help="run directories (default runs/time_to_accuracy[-quick])")
     parser.add_argument("--sides", default="qallegro,peer", help="which sides to run, in this order")
+    parser.add_argument("--init", choices=("own", "peer"), default="own",
+                        help="qallegro's initial weights: its own draw, or nequip-allegro's for the same seed "
+                             "(an experiment: see peer_initial_weights)")
     parser.add_argument("--peer-threads", type=int, default=None, help="torch threads of the peer (default: "
                                                                        "torch's)")
     args = parser.parse_args(argv)
@@ -638,7 +691,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "command": "python -m experiments.benchmarks.time_to_accuracy " + " ".join(sys.argv[1:] if argv is None
                                                                                   else argv),
         "loadavg": {"start": list(os.getloadavg())}}
+    from experiments.config import enable_x64
+
+    enable_x64()  # qallegro trains as every command-line run does: float64 energies, labels and loss, float32 network
     settings = load_settings(minutes, args.seed, args.max_epochs)
+    settings["init"] = args.init
     report["settings"] = settings
     report["peer_threads"] = args.peer_threads
     report["differences"] = differences(settings, args.peer_threads)
