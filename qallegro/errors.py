@@ -19,6 +19,12 @@ class                defined in                       raised for
 
 ``python -m experiments.run`` prints one line for each of them (and for an unreadable file, see
 `user_message`) and exits with status 2; ``--debug`` shows the traceback instead.
+
+Not bad input, and so not in the table: ``MDWatchdogError`` (``qallegro.md.dynamics``), a simulation stopped by
+its watchdog (forces, temperature, energy drift or an isolated atom out of bounds). ``experiments.run md``
+catches it, keeps the trajectory up to the last good frame, writes the error into summary.json and exits with
+status 1 (``experiments.md.WATCHDOG_STATUS``), so a script can tell "the input was wrong" (2) from "the dynamics
+blew up" (1).
 """
 
 from __future__ import annotations

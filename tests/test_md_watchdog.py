@@ -97,12 +97,13 @@ def test_watchdog_stops_at_the_first_hot_step_and_keeps_the_last_good_frame(tiny
 
 def test_md_dt_20_stops_with_a_named_error_and_the_last_good_frame(tmp_path):
     """The observed failure: aspirin at dt = 20 fs used to exit 0 at 222,000 K with atoms 12,000 Å apart."""
+    from experiments.md import WATCHDOG_STATUS
     from experiments.run import main
 
     out = str(tmp_path / "md")
     status = main(["md", "--model", ASPIRIN_MODEL, "--structure", ASPIRIN, "--dt", "20", "--steps", "40",
                    "--log-every", "10", "--out", out])
-    assert status != 0
+    assert status == WATCHDOG_STATUS != 0  # not the bad-input status 2
     summary = json.load(open(os.path.join(out, "summary.json")))
     assert summary["status"] == "stopped by watchdog"
     error = summary["error"]
@@ -116,6 +117,15 @@ def test_md_dt_20_stops_with_a_named_error_and_the_last_good_frame(tmp_path):
     last = frames[-1]
     assert last.info["step"] == last_good and last.info["temperature"] < 5000.0
     assert np.all(np.isfinite(last.positions)) and np.ptp(last.positions, axis=0).max() < 15.0  # still a molecule
+
+    # --no-watchdog: the user's choice, the same run goes on past the step the watchdog stopped and exits 0
+    free = str(tmp_path / "md-free")
+    steps = 10 * (error["step"] // 10 + 1)
+    assert main(["md", "--model", ASPIRIN_MODEL, "--structure", ASPIRIN, "--dt", "20", "--steps", str(steps),
+                 "--log-every", "10", "--out", free, "--no-watchdog"]) == 0
+    summary = json.load(open(os.path.join(free, "summary.json")))
+    assert summary["status"] == "done" and summary["watchdog"] is None and "error" not in summary
+    assert summary["last_good_step"] == steps > error["step"]
 
 
 def _old_run(out):
