@@ -15,9 +15,23 @@ if os.environ.get("QALLEGRO_TEST_XLA_DEFAULT", "0") in ("", "0") and \
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
-# Commands called in-process (experiments.run.main) switch JAX's persistent compilation cache on; tests keep it
-# off unless they ask for it (the `jax_compilation_cache` fixture), so no test reads programs from earlier runs.
+# Commands called in-process (experiments.run.main) switch the user's persistent compilation cache on; tests keep
+# it off, so no test reads programs from earlier runs.
 os.environ.setdefault("QALLEGRO_COMPILATION_CACHE", "off")
+
+# One fresh JAX compilation cache per test session instead, shared by the xdist workers and the processes the
+# tests start (JAX reads JAX_COMPILATION_CACHE_DIR): many tests compile the same programs (the tiny model's
+# training and evaluation steps, the same layer in several tests), and a program found there is the executable
+# that compiling it again would give, so nothing checked changes. Created empty, removed when the session ends
+# (pytest_sessionfinish); QALLEGRO_TEST_SESSION_CACHE=0 switches it off.
+_SESSION_CACHE = None
+if os.environ.get("QALLEGRO_TEST_SESSION_CACHE", "1") not in ("", "0") and \
+        "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    _SESSION_CACHE = tempfile.mkdtemp(prefix="qallegro-test-jax-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _SESSION_CACHE  # xdist workers and subprocesses inherit it
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 
 @pytest.fixture(autouse=True)
@@ -77,3 +91,11 @@ def jax_compilation_cache(tmp_path):
         for name, value in before.items():
             jax.config.update(name, value)
         compilation_cache.reset_cache()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Remove the session's compilation cache (the controller's; xdist workers inherit its folder)."""
+    if _SESSION_CACHE is not None and not hasattr(session.config, "workerinput"):
+        import shutil
+
+        shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
