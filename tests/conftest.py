@@ -77,7 +77,8 @@ def jax_compilation_cache(tmp_path):
     A program compiled again from new jitted functions (a resumed run, the next trial of a study) is then
     loaded instead of compiled: the same executable, so nothing checked changes. JAX opens the cache directory
     once per process (at the first compilation after a directory is set), so the cache is reset on entry, to
-    use this test's directory, and on exit, with the previous settings restored, so later tests use none."""
+    use this test's directory, and on exit, with the previous settings restored, so later tests use the
+    session's cache again."""
     from jax.experimental.compilation_cache import compilation_cache
 
     names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
