@@ -465,11 +465,18 @@ def differences(settings: Dict[str, Any], threads: Optional[int], report: Option
                      "reference's (architecture 'nequip-allegro-0.8'), so the networks differ.")
         items.append("Initial weights: qallegro zero-initialises the last readout layer of its residual layout; "
                      "nequip's starts random.")
+    if settings.get("init") == "peer":
+        items.append("Initial weights: identical. qallegro starts from nequip-allegro's `AllegroModel(seed)` weights "
+                     "(`--init peer`; tests/test_reference_architecture.py shows equal weights give equal outputs), "
+                     "because the initial draw alone moves the validation forces MAE after 10 epochs by several "
+                     "meV/Å (init_swap/init_swap.md): one seed per side then compares the codes, not two draws.")
+    else:
+        items.append(
+            "Initial weights: the same distributions on both sides (nequip's: unit-variance uniform weights scaled "
+            "by gain / sqrt(fan_in) in the forward pass, N(0, 1) species embeddings, U(-sqrt 3, sqrt 3) path "
+            "weights; tests/test_reference_architecture.py shows equal weights give equal outputs), drawn by "
+            "different random generators from the same seed, so the initial numbers differ.")
     items += [
-        "Initial weights: the same distributions on both sides (nequip's: unit-variance uniform weights scaled by "
-        "gain / sqrt(fan_in) in the forward pass, N(0, 1) species embeddings, U(-sqrt 3, sqrt 3) path weights; "
-        "tests/test_reference_architecture.py shows equal weights give equal outputs), drawn by different random "
-        "generators from the same seed, so the initial numbers differ.",
         "Data order: both reshuffle the same training frames every epoch, qallegro from (seed, epoch) with numpy, "
         "the peer with torch's seeded DataLoader generator, so batches differ.",
         "Loss scale: nequip normalises the loss coefficients to sum to 1 (loss / (λE + λF)); compensated exactly by "
@@ -530,7 +537,9 @@ def markdown(report: Dict[str, Any]) -> str:
              f"{m['platform']}). Load average (1, 5, 15 min) at the start: "
              f"{', '.join(f'{x:.2f}' for x in report['loadavg']['start'])}"
              + (f"; at the end: {', '.join(f'{x:.2f}' for x in report['loadavg']['end'])}"
-                if report["loadavg"].get("end") else "") + ". The sides ran one after the other: "
+                if report["loadavg"].get("end") else "") + ". "
+             + ("The sides ran at the same time, each pinned to its own core: " if report.get("concurrent")
+                else "The sides ran one after the other: ")
              + ", ".join(f"{k} (load {', '.join(f'{x:.2f}' for x in report['loadavg'][k + '_start'])} at its start)"
                          for k in SIDES if report["loadavg"].get(k + "_start")) + ".", "",
              f"Data: rMD17 aspirin split 01, the same {s['n_train']} training / {s['n_val']} validation frames (seed "
@@ -648,6 +657,31 @@ def write_outputs(report: Dict[str, Any], out: str) -> None:
     plot(report, os.path.join(out, "time_to_accuracy.png"))
 
 
+def merge(paths: Sequence[str], out: str) -> int:
+    """One report from a qallegro-only and a peer-only report of the same settings, run concurrently (each side
+    pinned to its own core: `taskset -c K python -m experiments.benchmarks.time_to_accuracy --sides S ...`)."""
+    with open(paths[0]) as f:
+        report = json.load(f)
+    with open(paths[1]) as f:
+        other = json.load(f)
+    if "qallegro" not in report or "peer" not in other:
+        raise SystemExit("--merge takes the qallegro side's report first, then the peer side's")
+    keep = ("training", "qallegro_model", "peer_model", "n_train", "n_val", "seed", "minutes", "max_epochs", "dtype")
+    mismatch = [k for k in keep if report["settings"].get(k) != other["settings"].get(k)]
+    if mismatch:
+        raise SystemExit(f"the two reports' settings differ in {mismatch}")
+    report["peer"] = other["peer"]
+    report["peer_threads"] = other.get("peer_threads")
+    report["command"] = f"{report['command']}` and, at the same time, `{other['command']}"
+    report["concurrent"] = True
+    for key in ("peer_start", "peer_end"):
+        report["loadavg"][key] = other["loadavg"].get(key)
+    report["loadavg"]["end"] = max(report["loadavg"]["end"], other["loadavg"]["end"])
+    write_outputs(report, out)
+    print(markdown(report))
+    return 0
+
+
 def summary_line(name: str, d: Dict[str, Any]) -> str:
     """One line per side for the console."""
     last = d["history"][-1]["val_forces_mae"] if d["history"] else float("nan")
@@ -671,9 +705,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--init", choices=("own", "peer"), default="own",
                         help="qallegro's initial weights: its own draw, or nequip-allegro's for the same seed "
                              "(an experiment: see peer_initial_weights)")
+    parser.add_argument("--merge", nargs=2, metavar=("QALLEGRO_JSON", "PEER_JSON"), default=None,
+                        help="write one report from two one-side reports of the same settings (the sides run at "
+                             "the same time, each pinned to its own core) into --out, and exit")
     parser.add_argument("--peer-threads", type=int, default=None, help="torch threads of the peer (default: "
                                                                        "torch's)")
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.out or os.path.join(ROOT, "experiments", "results"))
     minutes = 2.0 if args.quick else args.minutes
     suffix = "-quick" if args.quick else ""
     out = args.out or (os.path.join(ROOT, "runs", f"time_to_accuracy{suffix}") if args.quick
