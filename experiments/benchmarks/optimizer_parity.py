@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 from typing import Any, Dict, Optional, Sequence
@@ -34,9 +32,9 @@ from typing import Any, Dict, Optional, Sequence
 import numpy as np
 
 from experiments.benchmarks import time_to_accuracy as tta
-from experiments.benchmarks.reference_parity import PEER_PYTHON, params_from_reference
+from experiments.benchmarks.reference_parity import params_from_reference, run_peer_worker
 
-WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "optimizer_parity_worker.py")
+WORKER = "optimizer_parity_worker.py"  # beside this file
 
 
 def make_batches(train: Sequence[Any], batch_size: int, steps: int, seed: int) -> list:
@@ -50,13 +48,7 @@ def make_batches(train: Sequence[Any], batch_size: int, steps: int, seed: int) -
 
 def run_peer(spec: Dict[str, Any], workdir: str) -> Dict[str, np.ndarray]:
     """The worker's output arrays (initial weights, path labels, losses, final and EMA weights)."""
-    if not os.path.exists(PEER_PYTHON):
-        raise SystemExit(f"{PEER_PYTHON} not found: run `make peer-venv` first")
-    path = os.path.join(workdir, "spec.json")
-    json.dump(spec, open(path, "w"))
-    out = os.path.join(workdir, "peer.npz")
-    subprocess.run([PEER_PYTHON, WORKER, path, out], check=True)
-    return dict(np.load(out))
+    return run_peer_worker(WORKER, spec, workdir)
 
 
 def renamed(arrays: Dict[str, np.ndarray], prefix: str) -> Dict[str, np.ndarray]:

@@ -45,6 +45,20 @@ QALLEGRO_CONFIG = dict(family="allegro", architecture="nequip-allegro-0.8", r_ma
                        species_scale=[1.5, 2.0, 0.5], species_shift=[-1.0, -2.0, -3.0])
 
 
+def run_peer_worker(worker: str, spec: Dict[str, Any], workdir: str) -> Dict[str, np.ndarray]:
+    """Run `worker` (a script beside this file) in .venv-peer on `spec` (written as JSON into `workdir`); its
+    output arrays (the .npz it writes)."""
+    if not os.path.exists(PEER_PYTHON):
+        raise SystemExit(f"{PEER_PYTHON} not found: run `make peer-venv` first")
+    path = os.path.join(workdir, "spec.json")
+    with open(path, "w") as f:
+        json.dump(spec, f)
+    out = os.path.join(workdir, "peer.npz")
+    subprocess.run([PEER_PYTHON, os.path.join(os.path.dirname(os.path.abspath(__file__)), worker), path, out],
+                   check=True)
+    return dict(np.load(out))
+
+
 def random_molecules(count: int = 3, seed: int = 0) -> List[Dict[str, Any]]:
     """`count` random molecules of 6-12 atoms (types 0..2) with no pair closer than 0.9 Å."""
     rng = np.random.default_rng(seed)

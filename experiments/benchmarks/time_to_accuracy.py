@@ -227,8 +227,8 @@ def peer_initial_weights(settings: Dict[str, Any]) -> Iterator[None]:
     import jax.numpy as jnp
     from ase.data import chemical_symbols
 
-    from experiments.benchmarks import optimizer_parity, peer
-    from experiments.benchmarks.reference_parity import params_from_reference
+    from experiments.benchmarks import peer
+    from experiments.benchmarks.reference_parity import params_from_reference, run_peer_worker
     from qallegro.train import run as run_module
 
     original = run_module.prepare
@@ -244,7 +244,7 @@ def peer_initial_weights(settings: Dict[str, Any]) -> Iterator[None]:
         spec = {"seed": seed, "type_names": type_names, "hparams": hparams, "training": settings["training"],
                 "model_dtype": settings["dtype"], "batches": []}
         with tempfile.TemporaryDirectory() as tmp:
-            arrays = optimizer_parity.run_peer(spec, tmp)
+            arrays = run_peer_worker("optimizer_parity_worker.py", spec, tmp)  # no steps: the initial weights
         dtype = jax.tree.leaves(prepared.params)[0].dtype
         params = jax.tree.map(lambda p: jnp.asarray(p, dtype), params_from_reference(arrays, prepared.model))
         log(f"[qallegro] initial weights: nequip-allegro's AllegroModel(seed={seed})")
