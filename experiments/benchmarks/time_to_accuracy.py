@@ -6,6 +6,16 @@ optimiser, schedule, batch size, EMA, float32 and wall budget.
     .venv/bin/python -m experiments.benchmarks.time_to_accuracy --quick    # smoke test: ~2 minutes each, outputs in
                                                                           # runs/time_to_accuracy-quick
 
+Both sides from the same initial weights, at the same time, one core each (nothing else running), then one report:
+
+    export XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    taskset -c 0 .venv/bin/python -m experiments.benchmarks.time_to_accuracy --sides qallegro --init peer \
+        --workdir runs/tta/work-q --out runs/tta/q &
+    taskset -c 1 .venv/bin/python -m experiments.benchmarks.time_to_accuracy --sides peer --init peer \
+        --peer-threads 1 --workdir runs/tta/work-p --out runs/tta/p; wait
+    .venv/bin/python -m experiments.benchmarks.time_to_accuracy --merge runs/tta/q/time_to_accuracy.json \
+        runs/tta/p/time_to_accuracy.json --out experiments/results
+
 Data: rMD17 aspirin split 01. The 1000 frames of experiments/data/rmd17_aspirin_train_01.npz are split into the
 same 950 train / 50 validation frames for both (`qallegro.data.splits.train_val_test_split` with the run seed, as
 `qallegro.train.run.run_training` does); the peer reads exactly those frames from extxyz files written here from
