@@ -9,11 +9,11 @@ optimiser, schedule, batch size, EMA, float32 and wall budget.
 Both sides from the same initial weights, at the same time, one core each (nothing else running), then one report:
 
     export XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-    taskset -c 0 .venv/bin/python -m experiments.benchmarks.time_to_accuracy --sides qallegro --init peer \
+    taskset -c 0 .venv/bin/python -m experiments.benchmarks.time_to_accuracy --sides qallegro --init peer \\
         --workdir runs/tta/work-q --out runs/tta/q &
-    taskset -c 1 .venv/bin/python -m experiments.benchmarks.time_to_accuracy --sides peer --init peer \
+    taskset -c 1 .venv/bin/python -m experiments.benchmarks.time_to_accuracy --sides peer --init peer \\
         --peer-threads 1 --workdir runs/tta/work-p --out runs/tta/p; wait
-    .venv/bin/python -m experiments.benchmarks.time_to_accuracy --merge runs/tta/q/time_to_accuracy.json \
+    .venv/bin/python -m experiments.benchmarks.time_to_accuracy --merge runs/tta/q/time_to_accuracy.json \\
         runs/tta/p/time_to_accuracy.json --out experiments/results
 
 Data: rMD17 aspirin split 01. The 1000 frames of experiments/data/rmd17_aspirin_train_01.npz are split into the
