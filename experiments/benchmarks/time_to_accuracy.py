@@ -79,9 +79,10 @@ def log(message: str) -> None:
 # ---- settings and data ---------------------------------------------------------------------------------------
 
 def machine_info() -> Dict[str, Any]:
-    """The machine: platform, processor, core count."""
+    """The machine: platform, processor, core count, the cores this process may use and its XLA_FLAGS."""
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), "cores_allowed": len(os.sched_getaffinity(0)), "python": platform.python_version()}
+            "cpus": os.cpu_count(), "cores_allowed": len(os.sched_getaffinity(0)), "python": platform.python_version(),
+            "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
 def load_settings(minutes: float, seed: int, max_epochs: Optional[int] = None) -> Dict[str, Any]:
@@ -459,6 +460,16 @@ def fmt_epoch(epoch: float) -> str:
     return f"{epoch:.0f}" if abs(epoch - round(epoch)) < 1e-9 else f"{epoch:.2f}"
 
 
+def _threads_line(torch_threads: Optional[int], report: Optional[Dict[str, Any]]) -> str:
+    machine = (report or {}).get("machine", {})
+    single = "xla_cpu_multi_thread_eigen=false" in machine.get("xla_flags", "")
+    xla = (f"XLA one thread (XLA_FLAGS={machine['xla_flags']})" if single else
+           f"XLA uses the {machine.get('cores_allowed', 'all')} core(s) the process may use")
+    torch = (f"torch {torch_threads} thread(s) (--peer-threads)" if torch_threads
+             else "torch its default (one per core)")
+    return f"Threads: {xla}; {torch}."
+
+
 def differences(settings: Dict[str, Any], threads: Optional[int], report: Optional[Dict[str, Any]] = None) -> List[str]:
     """Every setting where the two runs differ, and why (the model part read from peer.py's dicts, the batching
     from the finished sides in `report`)."""
@@ -504,8 +515,7 @@ def differences(settings: Dict[str, Any], threads: Optional[int], report: Option
         "PyTorch (nequip's default; torch.compile training not used on CPU). Neighbour lists: qallegro builds "
         "them once before training (not in the budget); nequip's data pipeline rebuilds them each time a frame is "
         "loaded (in the budget, as in a normal nequip-train run).",
-        "Threads: XLA uses all cores; torch uses "
-        + (f"{threads} thread(s) (--peer-threads)." if threads else "its default (one per core)."),
+        _threads_line(threads, report),
         "Wall budget: both clocks start with the training loop (qallegro: `fit`; the peer: Lightning's max_time "
         "timer, on_train_start) and stop after the first batch past the budget; data loading, statistics and "
         "testing are outside. When stopped mid-epoch, Lightning still validates the partial epoch, qallegro does "
