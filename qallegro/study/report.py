@@ -151,6 +151,10 @@ def _per_family(values: Dict[str, int]) -> str:
     return ", ".join(f"{family} {n}" for family, n in values.items())
 
 
+#: a FAIL trial without a recorded exception: its process stopped mid-trial and Optuna's heartbeat failed it
+STALE_TRIAL = "no exception recorded (the trial's process stopped, e.g. killed, and the heartbeat check failed it)"
+
+
 def _search_section(plan: StudyPlan, layout: StudyLayout) -> List[str]:
     out = ["## Searches", "",
            f"SAMO-COBRA ({plan.hpo.sampler}) of the validation error against the inference time, which is measured "
@@ -162,6 +166,7 @@ def _search_section(plan: StudyPlan, layout: StudyLayout) -> List[str]:
            + " (the most accurate trial, always on the front; `qallegro.study.select`).", "",
            "| dataset | family | trials complete | failed | Pareto-optimal | selected trial | its validation error | "
            "its ms/structure |", "|---|---|---|---|---|---|---|---|"]
+    reasons: Dict[str, List[str]] = {}
     for dataset, family in plan.hpo.pairs():
         s = load_search(layout, dataset, family)
         if s is None:
@@ -171,6 +176,15 @@ def _search_section(plan: StudyPlan, layout: StudyLayout) -> List[str]:
         chosen = f"{sel['trial']} | {sel['values'][0]:.2f} | {sel['values'][1]:.3f}" if sel else "not yet | |"
         out.append(f"| {dataset} | {family} | {len(s['trials'])} of {plan.hpo.n_trials[family]} | "
                    f"{len(s.get('failed', []))} | {sum(t['pareto'] for t in s['trials'])} | {chosen} |")
+        for failure in s.get("failed", []):
+            reason = failure.get("failure") or STALE_TRIAL
+            reasons.setdefault(reason, {}).setdefault(f"{dataset} {family}", []).append(str(failure["number"]))
+    if reasons:  # a failed trial is retried by a new one: say why they failed, so a count is not a mystery
+        out += ["", "Failed trials (each was replaced by a new trial), by reason:", ""]
+        for reason, searches in reasons.items():
+            where = "; ".join(f"{search} trials {', '.join(numbers)}" for search, numbers in searches.items())
+            out.append(f"- {reason if reason == STALE_TRIAL else f'`{reason}`'}: "
+                       f"{sum(map(len, searches.values()))} ({where})")
     return out + [""]
 
 
