@@ -298,3 +298,28 @@ def test_trial_killed_before_its_first_heartbeat_is_retried(tmp_path):
     assert ran == 1 and trials[orphan.number].state == TrialState.FAIL
     retried = [t for t in trials if t.state == TrialState.COMPLETE]
     assert len(retried) == 1 and retried[0].params == trials[orphan.number].params  # same configuration, re-run
+
+
+@pytest.mark.parametrize("name", ["random", "tpe", "nsga2"])
+def test_optuna_samplers_of_one_seed_differ_between_workers_and_repeat_per_trial(name):
+    """Two workers with the same seed on one study (and a worker restarted in a new process) must not repeat each
+    other's proposals; the proposals stay a function of (seed, trial number, history)."""
+    from qallegro.hpo.study import make_sampler
+
+    space = {"x": FloatDistribution(0.0, 1.0), "y": FloatDistribution(-1.0, 1.0)}
+
+    def proposals():
+        storage = optuna.storages.InMemoryStorage()
+        workers = [optuna.create_study(storage=storage, study_name="s", load_if_exists=True,
+                                       directions=["minimize"] * 2,
+                                       sampler=make_sampler(name, space, seed=0, n_initial=4)) for _ in range(2)]
+        out = []
+        for k in range(6):  # the two workers take turns, as two processes polling one storage would
+            trial = workers[k % 2].ask(space)
+            workers[k % 2].tell(trial, [trial.params["x"], trial.params["y"] ** 2])
+            out.append((trial.params["x"], trial.params["y"]))
+        return out
+
+    first = proposals()
+    assert len(set(first)) == len(first), first  # before: the second worker repeated the first one's proposals
+    assert proposals() == first  # reproducible

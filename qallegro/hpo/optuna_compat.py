@@ -65,3 +65,17 @@ class HeartbeatStorage(optuna.storages.RDBStorage):
                         and (now - trial.datetime_start).total_seconds() > self.grace_period):
                     stale.append(trial.trial_id)
         return stale
+
+
+def reseed_for_trial(sampler: optuna.samplers.BaseSampler, seed: int, number: int) -> None:
+    """Seed the random state of Optuna's RandomSampler, TPESampler or NSGAIISampler (its private ``_rng``, and
+    the ``_random_sampler`` that TPE and NSGA-II fall back to) from (`seed`, trial `number`).
+
+    Optuna seeds a sampler once per process (``reseed_rng`` only re-seeds from entropy): workers of one study
+    started with the same seed, and a worker restarted after a kill, would repeat each other's proposals.
+    """
+    state = np.random.SeedSequence([seed, number]).generate_state(1)[0]
+    for owner in (sampler, getattr(sampler, "_random_sampler", None)):
+        rng = getattr(owner, "_rng", None)
+        if rng is not None:
+            rng.rng.seed(int(state))

@@ -21,15 +21,42 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.trial import Trial, TrialState
 
 from qallegro.errors import StorageError
-from qallegro.hpo.optuna_compat import HeartbeatStorage, is_heartbeat_enabled, study_storage
+from qallegro.hpo.optuna_compat import HeartbeatStorage, is_heartbeat_enabled, reseed_for_trial, study_storage
 from qallegro.hpo.samo_cobra import SamoCobraSampler
 
 SAMPLERS = ("samo-cobra", "nsga2", "tpe", "random")
 
 
+class _SeededPerTrial:
+    """Optuna sampler mixin: the random state is seeded from (seed, trial number) before every trial, so the
+    proposals are reproducible yet differ between the workers of one study (which all get the same seed) and
+    across a restart (a new process would otherwise replay the proposals of the first trials)."""
+
+    def __init__(self, *args: Any, seed: int, **kwargs: Any):
+        super().__init__(*args, seed=seed, **kwargs)
+        self._trial_seed_base = seed
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        super().before_trial(study, trial)
+        reseed_for_trial(self, self._trial_seed_base, trial.number)
+
+
+class RandomSampler(_SeededPerTrial, optuna.samplers.RandomSampler):
+    """Optuna's RandomSampler, seeded per trial (`_SeededPerTrial`)."""
+
+
+class TPESampler(_SeededPerTrial, optuna.samplers.TPESampler):
+    """Optuna's TPESampler, seeded per trial (`_SeededPerTrial`)."""
+
+
+class NSGAIISampler(_SeededPerTrial, optuna.samplers.NSGAIISampler):
+    """Optuna's NSGAIISampler, seeded per trial (`_SeededPerTrial`)."""
+
+
 def make_sampler(name: str, search_space: Dict[str, BaseDistribution], seed: int,
                  n_initial: Optional[int] = None) -> optuna.samplers.BaseSampler:
-    """A sampler by CLI name: "samo-cobra", "nsga2", "tpe" or "random" (all seeded).
+    """A sampler by CLI name: "samo-cobra", "nsga2", "tpe" or "random" (all seeded; the Optuna ones per trial,
+    from (seed, trial number), so several workers of one study do not propose the same parameters).
 
     `n_initial` sets SAMO-COBRA's design size and TPE's number of startup trials; NSGA-II uses a population of
     max(n_initial, 10) (its default of 50 would be a single generation at the budgets of an expensive study).
@@ -40,11 +67,11 @@ def make_sampler(name: str, search_space: Dict[str, BaseDistribution], seed: int
     if name == "samo-cobra":
         return SamoCobraSampler(search_space, n_initial=n_initial, seed=seed)
     if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(population_size=max(n_initial or len(search_space) + 1, 10), seed=seed)
+        return NSGAIISampler(population_size=max(n_initial or len(search_space) + 1, 10), seed=seed)
     if name == "tpe":
-        return optuna.samplers.TPESampler(n_startup_trials=n_initial or 10, multivariate=True, seed=seed)
+        return TPESampler(n_startup_trials=n_initial or 10, multivariate=True, seed=seed)
     if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
+        return RandomSampler(seed=seed)
     raise ValueError(f"unknown sampler {name!r}; known: {list(SAMPLERS)}")
 
 
