@@ -169,3 +169,32 @@ def test_resumed_study_with_a_fresh_cheap_cache_goes_on():
     study.sampler = sampler()  # the resumed process
     study.optimize(architecture_objective, n_trials=2)
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 6
+
+
+def test_span_rbf_fits_nodes_that_do_not_span_the_box_and_equals_scipy_when_they_do():
+    """The aspirin search of the study failed at its 12th trial: the exactly timed configurations varied in only
+    3 of the 5 parameters, and scipy's linear-tailed RBF refused them (LinAlgError, monomial matrix of rank 4/6)."""
+    from scipy.interpolate import RBFInterpolator
+
+    from qallegro.hpo.samo_cobra import SpanRBF
+
+    rng = np.random.default_rng(0)
+    X = rng.uniform(size=(9, 5))
+    X[:, 3] = 0.25  # a parameter no node varies
+    X[:, 4] = 0.5 * X[:, 0] + 0.1  # one that varies in step with another
+    z = np.sin(3 * X[:, 0]) + X[:, 1] * X[:, 2]
+    with pytest.raises(np.linalg.LinAlgError):
+        RBFInterpolator(X, z, kernel="cubic", degree=1)
+    model = SpanRBF(X, z, "cubic")
+    np.testing.assert_allclose(model(X), z, atol=1e-9)  # interpolates its nodes
+    Q = rng.uniform(size=(4, 5))
+    moved = Q.copy()
+    moved[:, 3] = rng.uniform(size=4)  # along an unexplored direction: no change
+    np.testing.assert_allclose(model(moved), model(Q), atol=1e-12)
+    assert np.all(np.isfinite(model(Q)))
+
+    full = rng.uniform(size=(12, 3))
+    y = np.cos(2 * full).sum(axis=1)
+    np.testing.assert_allclose(SpanRBF(full, y, "cubic")(Q[:, :3]),
+                               RBFInterpolator(full, y, kernel="cubic", degree=1)(Q[:, :3]), atol=1e-8)
+    np.testing.assert_allclose(SpanRBF(full[:1], y[:1], "cubic")(Q[:, :3]), np.full(4, y[0]))  # one node

@@ -65,6 +65,37 @@ def plog_inverse(z: np.ndarray) -> np.ndarray:
     return np.sign(z) * np.expm1(np.abs(z))
 
 
+class SpanRBF:
+    """``RBFInterpolator(X, z, kernel, degree=1)`` fitted in the affine span of its nodes.
+
+    The linear tail needs nodes that span their space: with a parameter that the nodes do not vary (a cheap
+    objective that ignores the learning rate, a search whose trials all share one value) or that varies in step
+    with another, scipy raises LinAlgError ("matrix of monomials ... does not have full column rank"). The nodes
+    are expressed in an orthonormal basis of their own affine span instead (pairwise distances are unchanged), and
+    a query point by its projection onto that span: the model is then constant along the directions no node has
+    explored, which is all the nodes can say about them.
+
+    Args:
+        X: (n, d) unique nodes; z: (n,) values; kernel: a scipy RBF kernel name.
+    """
+
+    def __init__(self, X: np.ndarray, z: np.ndarray, kernel: str):
+        self._centre = X.mean(axis=0)
+        _, sv, vt = np.linalg.svd(X - self._centre, full_matrices=False)
+        rank = int(np.sum(sv > 1e-9 * max(float(sv.max(initial=0.0)), 1.0)))
+        self._basis = vt[:rank].T  # (d, rank)
+        self._constant = float(np.mean(z)) if rank == 0 else None  # one distinct node
+        if rank:
+            self._rbf = RBFInterpolator((X - self._centre) @ self._basis, z, kernel=kernel, degree=1)
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        """Values at (q, d) points, shape (q,)."""
+        X = np.atleast_2d(X)
+        if self._constant is not None:
+            return np.full(len(X), self._constant)
+        return self._rbf((X - self._centre) @ self._basis)
+
+
 class Surrogate:
     """An RBF model of one output over the unit box, with kernel and transform chosen by k-fold validation.
 
@@ -78,12 +109,12 @@ class Surrogate:
     def __init__(self, X: np.ndarray, y: np.ndarray, kernels: Sequence[str] = DEFAULT_KERNELS, folds: int = 5):
         self.kernel, self.transform = self._select(X, y, kernels, folds)
         z = plog(y) if self.transform == "plog" else y
-        self._rbf = RBFInterpolator(X, z, kernel=self.kernel, degree=1)
+        self._rbf = SpanRBF(X, z, self.kernel)
 
     @staticmethod
     def _fit_predict(X, y, Xq, kernel, transform):
         z = plog(y) if transform == "plog" else y
-        out = RBFInterpolator(X, z, kernel=kernel, degree=1)(Xq)
+        out = SpanRBF(X, z, kernel)(Xq)
         return plog_inverse(out) if transform == "plog" else out
 
     def _select(self, X, y, kernels, folds) -> Tuple[str, str]:
@@ -322,7 +353,7 @@ class SamoCobraSampler(BaseSampler):
             if len(Xu) >= len(space) + 2:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    models = [RBFInterpolator(Xu, Vu[:, j], kernel="cubic", degree=1) for j in range(Vu.shape[1])]
+                    models = [SpanRBF(Xu, Vu[:, j], "cubic") for j in range(Vu.shape[1])]
         fill = np.nanmedian(np.where(np.isfinite(Vc), Vc, np.nan), axis=0) if len(Vc) else np.zeros(Vc.shape[1])
 
         def estimate(P):
