@@ -40,7 +40,7 @@ run: install
 	$(BIN)/python -m experiments.run --dataset rmd17-aspirin --model allegro --profile cpu
 
 test: install
-	$(BIN)/python -m pytest -n 2 --durations=15 tests
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=15 tests
 
 lint: install
 	$(BIN)/ruff check qallegro experiments tests
