@@ -34,15 +34,16 @@ if os.environ.get("QALLEGRO_TEST_SESSION_CACHE", "1") not in ("", "0") and \
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 
-#: The test files that take longest, longest first (summed test seconds of a clean-clone run on an idle 2-core
-#: machine, 2026-12-03: 214, 210, 130, 108, 107, 89, 82, 81, 72, 60, 58, 52, 50, 50, 48 s). `make test` hands whole
-#: files to the two xdist workers (--dist loadfile: a file's module fixtures are built once) in collection order
-#: (--no-loadscope-reorder), so starting with these is longest-first scheduling and the two workers end together
-#: instead of one waiting on a long file it picked up last. Only the order changes, never what runs.
-LONGEST_FILES = ("test_faults_training", "test_notebooks", "test_study_resume", "test_quantum_pennylane",
-                 "test_multiprocess", "test_forces", "test_variants", "test_equivariance", "test_potential_md",
-                 "test_datasets", "test_hpo", "test_quantum_simulator", "test_hpo_machines", "test_tensor_product",
-                 "test_training")
+#: The test files that take longest, longest first (summed test seconds with `make test` on a clean clone, idle
+#: 2-core machine, 2026-12-03: 200, 182, 153, 119, 83, 72, 66, 50, 50, 48, 47, 44, 42, 36, 35 s; 1471 s in all).
+#: `make test` hands whole files to the two xdist workers (--dist loadfile: a file's module fixtures are built once
+#: and its tests share one process's compiled programs) in collection order (--no-loadscope-reorder), so starting
+#: with these is longest-first scheduling and the two workers end together instead of one waiting on a long file
+#: it picked up last. Only the order changes, never what runs.
+LONGEST_FILES = ("test_notebooks", "test_study_resume", "test_faults_training", "test_multiprocess", "test_forces",
+                 "test_quantum_pennylane", "test_variants", "test_equivariance", "test_hpo", "test_potential_md",
+                 "test_training", "test_datasets", "test_hpo_machines", "test_quantum_simulator",
+                 "test_quantum_analysis")
 
 
 def pytest_collection_modifyitems(session, config, items):

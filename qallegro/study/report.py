@@ -166,7 +166,7 @@ def _search_section(plan: StudyPlan, layout: StudyLayout) -> List[str]:
            + " (the most accurate trial, always on the front; `qallegro.study.select`).", "",
            "| dataset | family | trials complete | failed | Pareto-optimal | selected trial | its validation error | "
            "its ms/structure |", "|---|---|---|---|---|---|---|---|"]
-    reasons: Dict[str, List[str]] = {}
+    reasons: Dict[str, Dict[str, List[str]]] = {}  # failure -> search -> trial numbers
     for dataset, family in plan.hpo.pairs():
         s = load_search(layout, dataset, family)
         if s is None:
