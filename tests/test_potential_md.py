@@ -187,6 +187,31 @@ def test_neighbor_overflow_triggers_reallocation_and_changes_nothing():
     np.testing.assert_allclose(np.asarray(reference.state.position), np.asarray(result.state.position), atol=1e-5)
 
 
+def test_second_run_with_the_same_settings_compiles_nothing():
+    """The integrator (jax-md jit-compiles its init) and the chunks are kept on the system: another seed of the
+    same settings compiles no program, and still draws its own velocities."""
+    _, _, pot = small_potential()
+    atoms = culi_cell(repeat=2, rattle=0.05)[:12]
+    system = build_system(pot, atoms.positions, atoms.numbers)
+    kwargs = dict(ensemble="langevin", steps=6, dt_fs=1.0, temperature_K=300.0, log_every=3, keep_frames=False)
+    compiles = {0: 0, 1: 0}
+    seed = 0
+
+    def listener(event, duration, **_):
+        if event == "/jax/core/compile/backend_compile_duration":  # one XLA compilation
+            compiles[seed] += 1
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        first = run_md(system, seed=0, **kwargs)
+        seed = 1
+        second = run_md(system, seed=1, **kwargs)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert compiles[0] > 0 and compiles[1] == 0, compiles  # (the first run shows that the listener hears them)
+    assert second.thermo[0]["kinetic_energy"] != first.thermo[0]["kinetic_energy"]
+
+
 def test_maxwell_boltzmann_velocities():
     masses = np.array([1.008] * 8 + [12.011] * 9 + [15.999] * 4)
     kT = 8.617333e-5 * 300.0

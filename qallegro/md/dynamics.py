@@ -321,7 +321,13 @@ def run_md(system: MDSystem, ensemble: str = "nve", steps: int = 1000, dt_fs: fl
         raise ValueError(f"steps and log_every must be integers >= 1, got {steps!r} and {log_every!r}")
     if not math.isfinite(dt_fs) or not math.isfinite(temperature_K):
         raise ValueError(f"time step and temperature must be finite, got {dt_fs} fs and {temperature_K} K")
-    init_fn, apply_fn = make_integrator(system, ensemble, dt_fs, temperature_K, friction_per_fs, tau_fs)
+    settings = (ensemble, float(dt_fs), float(temperature_K), float(friction_per_fs), tau_fs)
+    # The integrator and its compiled chunks are kept on the system: a later run with the same settings (another
+    # seed, a continuation) compiles nothing, its initialisation included (jax-md jit-compiles init_fn).
+    if (settings, "integrator") not in system.chunks:
+        system.chunks[(settings, "integrator")] = make_integrator(system, ensemble, dt_fs, temperature_K,
+                                                                  friction_per_fs, tau_fs)
+    init_fn, apply_fn = system.chunks[(settings, "integrator")]
     kT = units.kB * temperature_K
     n_atoms = int(system.R.shape[0])
     dof = degrees_of_freedom(n_atoms, ensemble)
@@ -329,9 +335,8 @@ def run_md(system: MDSystem, ensemble: str = "nve", steps: int = 1000, dt_fs: fl
     velocity_key, noise_key = jax.random.split(jax.random.PRNGKey(seed))
     momenta = maxwell_boltzmann_momenta(velocity_key, system.masses, kT)
     state = init_fn(noise_key, system.R, kT=kT, mass=system.masses, momenta=momenta, neighbor=neighbors)
-    settings = (ensemble, float(dt_fs), float(temperature_K), float(friction_per_fs), tau_fs)
 
-    def get_chunk(n):  # compiled chunks are kept on the system: a second run with the same settings reuses them
+    def get_chunk(n):
         if (settings, n) not in system.chunks:
             system.chunks[(settings, n)] = make_chunk(system, apply_fn, ensemble, kT, n, dof)
         return system.chunks[(settings, n)]

@@ -117,7 +117,7 @@ class MDSystem:
     skin: float
     capacity_multiplier: float
     origin: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(3))
-    #: compiled MD chunks of this system, reused by later runs (see qallegro.md.dynamics.run_md)
+    #: the MD integrators and compiled chunks of this system, reused by later runs (qallegro.md.dynamics.run_md)
     chunks: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def to_cartesian(self, R) -> np.ndarray:
