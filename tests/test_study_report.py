@@ -86,7 +86,7 @@ def test_claims_table_rebuilt_from_results_matches_the_report(tmp_path):
     assert len(rows) == len(paper_claims(list(plan.datasets)))
     cells = [[c.strip() for c in r.strip().strip("|").split("|")] for r in rows]
     verdicts = {(c[1], c[2]): c[5] for c in cells}
-    assert verdicts[("allegro-mlp beats allegro", "culi")] == f"{SUPPORTED} (1 runs unconverged)"
+    assert verdicts[("allegro-mlp beats allegro", "culi")] == f"{SUPPORTED} (1 run unconverged)"
     assert verdicts[("allegro-qdi below allegro-mlp", "culi")] == SUPPORTED
     assert verdicts[("allegro-mlp beats allegro", "rmd17-benzene")].startswith(INCONCLUSIVE)
     assert verdicts[("allegro-mlp slower than allegro-qdi", "rmd17-aspirin")] == SUPPORTED

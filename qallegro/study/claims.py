@@ -147,6 +147,7 @@ def claims_markdown(rows: Sequence[Dict[str, Any]], confidence: Optional[float] 
     lines = [f"| # | claim | dataset | paper | ours ({pct} CI) | verdict |", "|---|---|---|---|---|---|"]
     for row in rows:
         c = row["claim"]
-        flag = f" ({row['unconverged']} runs unconverged)" if row["unconverged"] else ""
+        n = row["unconverged"]
+        flag = f" ({n} run{'s' if n > 1 else ''} unconverged)" if n else ""
         lines.append(f"| {c.number} | {c.text} | {c.dataset} | {c.paper} | {row['ours']} | {row['verdict']}{flag} |")
     return "\n".join(lines) + "\n"
