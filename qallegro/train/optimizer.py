@@ -3,8 +3,10 @@ schedule driven by the validation loss once per epoch, and an exponential moving
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, Callable
 
+import jax
 import jax.numpy as jnp
 import optax
 import optax.contrib
@@ -36,8 +38,13 @@ def make_plateau(factor: float = 0.5, patience: int = 10, cooldown: int = 0, min
 
 def plateau_step(plateau: optax.GradientTransformationExtraArgs, state: Any, val_loss: float) -> Any:
     """Feed one validation loss to the plateau schedule; the new scale is `state.scale`."""
-    _, state = plateau.update(jnp.zeros(()), state, value=jnp.asarray(val_loss, jnp.float32))
-    return state
+    return _plateau_update(plateau)(state, jnp.asarray(val_loss, jnp.float32))
+
+
+@functools.lru_cache(maxsize=8)  # one per schedule object (a run makes one)
+def _plateau_update(plateau: optax.GradientTransformationExtraArgs) -> Callable:
+    """The schedule's update as one compiled program (eagerly it is about a dozen, compiled at every run's start)."""
+    return jax.jit(lambda state, value: plateau.update(jnp.zeros(()), state, value=value)[1])
 
 
 def ema_update(ema_params: Any, params: Any, decay: float, num_updates: jnp.ndarray) -> Any:

@@ -39,7 +39,8 @@ class TrainState:
 
 def init_train_state(params: Any, optimizer: optax.GradientTransformation) -> TrainState:
     """The state before the first step: EMA equal to the parameters, a fresh optimiser state, step 0."""
-    return TrainState(params=params, ema_params=params, opt_state=optimizer.init(params),
+    # optimizer.init jit-compiled: one program instead of one eager operation per distinct leaf shape
+    return TrainState(params=params, ema_params=params, opt_state=jax.jit(optimizer.init)(params),
                       step=jnp.zeros((), jnp.int32))
 
 
