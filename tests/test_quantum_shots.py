@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from qallegro.quantum import QDIConfig, qdi_expectations
-from qallegro.quantum.shots import sample_bitstrings, sample_expectations
+from qallegro.quantum.shots import sample_counts, sample_expectations
 
 CFG = QDIConfig(n_qubits=3, depth=2, rotation="Y", measure="Y", measurement_mode="none")
 R, S = 4000, 50
@@ -42,12 +42,25 @@ def test_shot_estimates_mean_and_variance():
     assert np.all(np.abs(ratio - 1.0) <= 5 * rel), ratio
 
 
-def test_bitstring_sampler_frequencies():
-    probs = jnp.asarray([[0.1, 0.0, 0.6, 0.3]])
-    idx = np.asarray(sample_bitstrings(jax.random.PRNGKey(1), probs, 20000))
-    freq = np.bincount(idx[0], minlength=4) / 20000
-    assert freq[1] == 0.0
-    np.testing.assert_allclose(freq, [0.1, 0.0, 0.6, 0.3], atol=5 * np.sqrt(0.25 / 20000))
+def test_counts_frequencies():
+    probs = jnp.asarray([[0.1, 0.0, 0.6, 0.3], [0.25, 0.25, 0.25, 0.25]])
+    counts = np.asarray(sample_counts(jax.random.PRNGKey(1), probs, 20000))
+    np.testing.assert_array_equal(counts.sum(-1), [20000, 20000])
+    assert counts[0, 1] == 0.0 and np.all(counts == np.round(counts))
+    np.testing.assert_allclose(counts / 20000, probs, atol=5 * np.sqrt(0.25 / 20000))
+
+
+def test_wire_estimates_are_correlated_as_whole_bitstrings():
+    # Cov(est_a, est_b) = (<Z_a Z_b> - <Z_a><Z_b>) / S: the wires of one shot come from one bitstring
+    cfg = QDIConfig(n_qubits=2, depth=1, rotation="Y", measure="Z")
+    probs = np.array([0.4, 0.1, 0.1, 0.4])  # |00> and |11> likely: the two wires agree
+    z = np.array([[1, 1], [1, -1], [-1, 1], [-1, -1]], float)  # (-1)^bit of wires 0, 1 per basis state
+    from qallegro.quantum.shots import _estimates
+
+    est = np.asarray(_estimates(cfg, jax.random.PRNGKey(3), jnp.asarray(np.tile(probs, (R, 1)), jnp.float32), S))
+    mean = probs @ z
+    cov = (probs @ (z[:, 0] * z[:, 1]) - mean[0] * mean[1]) / S
+    assert abs(np.cov(est.T)[0, 1] - cov) < 5 * np.sqrt(2.0 / (R - 1)) * cov
 
 
 def test_shots_seeded_and_weight_gradient_is_exact():

@@ -4,7 +4,8 @@ A device measuring ``shots`` times returns bitstrings ``s_1 .. s_S`` drawn i.i.d
 ``p(s) = |<s| V C psi>|^2`` (measurement basis: after the readout cascade and the basis change
 that maps the measured Pauli to Z). The estimate of wire ``w`` is the sample mean of
 ``(-1)^{bit_w(s_i)}``: unbiased, with variance ``(1 - <P_w>^2) / S``, and the estimates of different
-wires are correlated exactly as on hardware because whole bitstrings are sampled.
+wires are correlated exactly as on hardware because whole bitstrings are sampled: as the multinomial counts of
+the basis states (the bitstrings up to their order, which no estimate uses).
 
 Derivatives with respect to the encoding angles (what forces need) are estimated as a device would: by the
 two-term parameter-shift rule, ``d<P>/dx_k = (<P>(x + pi/2 e_k) - <P>(x - pi/2 e_k)) / 2``, exact here because
@@ -17,29 +18,30 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .circuit import qdi_probabilities, z_expectations
 from .config import QDIConfig
 
-__all__ = ["sample_bitstrings", "sample_expectations"]
+__all__ = ["sample_counts", "sample_expectations"]
 
 
-def sample_bitstrings(key: jax.Array, probs: jax.Array, shots: int) -> jax.Array:
-    """Draw basis-state indices from each row of ``probs`` by inverse-CDF sampling.
+def sample_counts(key: jax.Array, probs: jax.Array, shots: int) -> jax.Array:
+    """How often each basis state is seen in ``shots`` measurements of each row of ``probs``: a multinomial draw,
+    the same information as the ``shots`` bitstrings themselves for any estimate built from them, in
+    ``O(B * 2**n)`` memory instead of ``O(B * shots)``.
 
     Args:
         key: PRNG key.
-        probs: ``(B, 2**n)`` probabilities (rows sum to 1 up to rounding).
-        shots: samples per row, ``>= 1``.
+        probs: ``(B, 2**n)`` probabilities (rows sum to 1 up to rounding; renormalised here).
+        shots: measurements per row, ``>= 1``.
 
     Returns:
-        ``(B, shots)`` int32 indices (wire 0 is the most significant bit).
+        ``(B, 2**n)`` counts (floating point, integer-valued), each row summing to ``shots``; wire 0 is the most
+        significant bit of the basis-state index.
     """
-    cdf = jnp.cumsum(probs, axis=-1)
-    # rounding can leave the last cdf entry just below 1; scale u by it so no draw runs off the end
-    u = jax.random.uniform(key, (probs.shape[0], shots), dtype=probs.dtype) * cdf[:, -1:]
-    idx = jax.vmap(lambda c, v: jnp.searchsorted(c, v, side="right"))(cdf, u)
-    return jnp.minimum(idx, probs.shape[-1] - 1).astype(jnp.int32)
+    probs = probs / jnp.sum(probs, axis=-1, keepdims=True)
+    return jax.random.multinomial(key, shots, probs, dtype=probs.dtype)
 
 
 def sample_expectations(config: QDIConfig, inputs, weights, shots: int, key: jax.Array, *,
@@ -86,9 +88,10 @@ def sample_expectations(config: QDIConfig, inputs, weights, shots: int, key: jax
 
 
 def _estimates(config: QDIConfig, key: jax.Array, probs: jax.Array, shots: int) -> jax.Array:
-    """``(B, n_outputs)`` sample means of ``(-1)^bit`` on the measured wires from ``shots`` bitstrings drawn
-    from each row of ``probs`` ``(B, dim)``."""
-    idx = sample_bitstrings(key, probs, shots)  # (B, S)
+    """``(B, n_outputs)`` sample means of ``(-1)^bit`` on the measured wires over ``shots`` measurements of each
+    row of ``probs`` ``(B, dim)``."""
+    counts = sample_counts(key, probs, shots)  # (B, dim)
     n = config.n_qubits
-    bits = [(idx >> (n - 1 - w)) & 1 for w in config.measured_wires]
-    return jnp.stack([jnp.mean(1.0 - 2.0 * b.astype(probs.dtype), axis=-1) for b in bits], axis=-1)
+    index = np.arange(config.dim)[:, None]
+    signs = 1.0 - 2.0 * ((index >> (n - 1 - np.asarray(config.measured_wires))[None, :]) & 1)  # (dim, n_out)
+    return counts @ jnp.asarray(signs, probs.dtype) / shots
