@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import collections
 from typing import Any, Callable, NamedTuple
 
 import flax.linen as nn
@@ -70,12 +71,44 @@ class Steps(NamedTuple):
     eval_step: Callable
 
 
+#: The steps of the last few (model, training settings) pairs: a run with the same model and loss settings as an
+#: earlier run of the process (another seed's split with the same statistics, a resumed or extended run, the next
+#: test) gets the same jitted functions, so JAX neither traces nor lowers them again. Bounded: each entry holds a
+#: model and its compiled programs.
+_STEPS: "collections.OrderedDict[tuple, Any]" = collections.OrderedDict()
+_STEPS_SIZE = 8
+
+
+def _memoized(kind: str, model: nn.Module, cfg: TrainConfig, extra: tuple, build: Callable[[], Any]) -> Any:
+    """`build()`, or what it returned for the same (kind, model, trace-relevant settings of `cfg`, extra)."""
+    stochastic = getattr(model, "shots", None) is not None
+    # every field of `cfg` that the steps read (the seed only when it draws shot noise); the learning rate only
+    # initialises the optimiser state, but the optimiser is part of what is returned
+    key = (kind, model, extra, cfg.learning_rate, cfg.clip_norm, cfg.energy_weight, cfg.forces_weight,
+           cfg.stress_weight, cfg.ema_decay, cfg.seed if stochastic else None)
+    try:
+        hit = _STEPS.get(key)
+    except TypeError:  # an unhashable model attribute: no sharing
+        return build()
+    if hit is None:
+        hit = _STEPS[key] = build()
+        while len(_STEPS) > _STEPS_SIZE:
+            _STEPS.popitem(last=False)
+    _STEPS.move_to_end(key)
+    return hit
+
+
 def make_steps(model: nn.Module, cfg: TrainConfig, compute_stress: bool) -> Steps:
     """jit-compiled training and evaluation steps of `model` under the loss weights of `cfg`.
 
     A finite-shot QDI model (``model.shots`` set) draws a fresh shot-noise key per step from (cfg.seed, step);
-    evaluation uses one fixed key.
+    evaluation uses one fixed key. The same (model, settings) give the same functions within a process (so the
+    jit caches of an earlier run are reused).
     """
+    return _memoized("steps", model, cfg, (bool(compute_stress),), lambda: _build_steps(model, cfg, compute_stress))
+
+
+def _build_steps(model: nn.Module, cfg: TrainConfig, compute_stress: bool) -> Steps:
     optimizer = make_optimizer(cfg.learning_rate, cfg.clip_norm)
     stochastic = getattr(model, "shots", None) is not None
     base_key = jax.random.PRNGKey(cfg.seed)
@@ -115,7 +148,11 @@ def no_shift_correction(model: nn.Module) -> jnp.ndarray:
 def make_energy_step(model: nn.Module, cfg: TrainConfig) -> Callable:
     """jit-compiled (params, padded graph) -> (G,) energies in eV (`energy_dtype()`), without forces and without
     any shift correction: what the closed-form shift refit needs (`qallegro.train.evaluation.fit_shift_correction`).
-    A finite-shot QDI model uses the evaluation step's fixed shot-noise key."""
+    A finite-shot QDI model uses the evaluation step's fixed shot-noise key. Memoized as `make_steps`."""
+    return _memoized("energy", model, cfg, (), lambda: _build_energy_step(model, cfg))
+
+
+def _build_energy_step(model: nn.Module, cfg: TrainConfig) -> Callable:
     stochastic = getattr(model, "shots", None) is not None
     base_key = jax.random.PRNGKey(cfg.seed)
 
