@@ -29,6 +29,7 @@ def set_learning_rate(opt_state: Any, learning_rate: float) -> Any:
     return opt_state._replace(hyperparams=hyper)
 
 
+@functools.lru_cache(maxsize=8)  # one schedule object per setting: its compiled update is shared by runs
 def make_plateau(factor: float = 0.5, patience: int = 10, cooldown: int = 0, min_scale: float = 1e-3):
     """optax.contrib.reduce_on_plateau, stepped once per epoch with the validation loss: after `patience` epochs
     without improvement the learning-rate scale is multiplied by `factor` (not below `min_scale`)."""

@@ -6,7 +6,8 @@ Statistics (avg_num_neighbors, per-species shift/scale) come from the training s
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, List, Optional, Sequence
+import functools
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -42,16 +43,33 @@ def init_params(model: nn.Module, graph: jraph.GraphsTuple, seed: int, dtype=jnp
     graph = batch_and_pad([graph]) if len(graph.n_node) == 1 else graph
     positions = np.asarray(graph.nodes["positions"], dtype)
 
-    # One jit-compiled program, edge vectors and keys included, instead of one XLA compilation per distinct eager
-    # operation (~300, ~20 s on 2 cores, for model.init alone; ~40 more for the vectors, mask and keys).
+    params = _init_program(model)(seed, positions, graph)
+    return jax.tree.map(lambda p: p.astype(dtype), params)
+
+
+def _init_program(model: nn.Module) -> Callable:
+    """`model.init` on (seed, positions, padded graph) as one jit-compiled program, edge vectors and keys included,
+    instead of one XLA compilation per distinct eager operation (~300, ~20 s on 2 cores, for model.init alone; ~40
+    more for the vectors, mask and keys); the same model (another seed, the next run) reuses it."""
+    try:
+        return _cached_init(model)
+    except TypeError:  # an unhashable model attribute: nothing to share
+        return _build_init(model)
+
+
+def _build_init(model: nn.Module) -> Callable:
     @jax.jit
     def init(seed, positions, graph):
         params_key, shots_key = jax.random.split(jax.random.PRNGKey(seed))
         return model.init({"params": params_key, "shots": shots_key}, edge_vectors(positions, graph),
                           graph.nodes["species"], graph.senders, graph.receivers, jraph.get_edge_padding_mask(graph))
 
-    params = init(seed, positions, graph)
-    return jax.tree.map(lambda p: p.astype(dtype), params)
+    return init
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_init(model: nn.Module) -> Callable:
+    return _build_init(model)
 
 
 def prepare(train: Sequence[Structure], model_config: Dict[str, Any], seed: int,
