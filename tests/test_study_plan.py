@@ -13,7 +13,7 @@ from optuna.trial import TrialState, create_trial
 from qallegro.hpo.objective import InferenceTimer
 from qallegro.study import load_plan
 from qallegro.study.claims import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, verdict
-from qallegro.study.convergence import check
+from qallegro.study.convergence import check, gap_along_curve
 from qallegro.study.cost import estimate
 from qallegro.study.plan import ConvergenceCriterion, PlanError, SelectionRule
 from qallegro.study.select import SelectionError, select_trial
@@ -111,6 +111,20 @@ def test_convergence_criterion():
 def trial(number, error, ms):
     return create_trial(state=TrialState.COMPLETE, values=[error, ms], params={"x": float(number)},
                         distributions={"x": FloatDistribution(0.0, 100.0)}, user_attrs={}, system_attrs={})
+
+
+def test_gap_along_curve_uses_the_best_so_far_mean_over_seeds():
+    def run(values):
+        return {"history": [{"val_forces_mae": v} for v in values]}
+
+    a = [run([10, 8, 9, 6]), run([12, 10, 8, 8])]  # best so far: [10, 8, 8, 6] and [12, 10, 8, 8]
+    b = [run([10, 9, 7, 7])]
+    g = gap_along_curve(a, b, "val_forces_mae")
+    assert g["epochs"] == [2, 3, 4]
+    np.testing.assert_allclose(g["gap"], [9.0 - 9.0, 8.0 - 7.0, 7.0 - 7.0])
+    np.testing.assert_allclose(g["relative"], [0.0, 1 / 7, 0.0])
+    assert gap_along_curve(a, [run([1, 2])], "val_forces_mae")["gap"] == []  # different lengths: no gap
+    assert gap_along_curve([], b, "val_forces_mae")["gap"] == []
 
 
 def test_selection_rule_lowest_error_on_the_front():

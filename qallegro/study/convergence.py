@@ -63,3 +63,36 @@ def check(history: Sequence[Mapping[str, Any]], metric: str, criterion: Converge
     out["met"] = not reasons
     out["reason"] = "; ".join(reasons)
     return out
+
+
+def gap_along_curve(runs_a: Sequence[Mapping[str, Any]], runs_b: Sequence[Mapping[str, Any]], metric: str,
+                    fractions: Sequence[float] = (0.5, 0.75, 1.0)) -> Dict[str, Any]:
+    """How the validation gap between two families develops over training: for unconverged runs, whether a
+    test-set verdict is likely to hold with more epochs.
+
+    At each fraction ``q`` of the epochs, the best validation error so far (epoch ``ceil(q * n)``) is averaged over
+    the seeds of each family, and ``a - b`` is taken. Validation, never test: the test split stays with the final
+    evaluation.
+
+    Args:
+        runs_a, runs_b: final runs (results.json dicts with a ``history`` of per-epoch rows).
+        metric: the validation column, e.g. ``val_forces_mae`` (meV/Å).
+        fractions: of the epochs, each in (0, 1].
+
+    Returns:
+        {"epochs": [epoch at each fraction], "gap": [mean a - mean b at each], "relative": [gap / mean b]};
+        empty lists when a family has no runs or the runs differ in length.
+    """
+    def best_so_far(run):
+        return np.minimum.accumulate(np.array([float(row[metric]) for row in run["history"]], dtype=float))
+
+    curves_a, curves_b = [best_so_far(r) for r in runs_a], [best_so_far(r) for r in runs_b]
+    lengths = {len(c) for c in curves_a + curves_b}
+    if not curves_a or not curves_b or len(lengths) != 1 or 0 in lengths:
+        return {"epochs": [], "gap": [], "relative": []}
+    n = lengths.pop()
+    epochs = [max(1, math.ceil(q * n)) for q in fractions]
+    mean_a = [float(np.mean([c[e - 1] for c in curves_a])) for e in epochs]
+    mean_b = [float(np.mean([c[e - 1] for c in curves_b])) for e in epochs]
+    gap = [a - b for a, b in zip(mean_a, mean_b)]
+    return {"epochs": epochs, "gap": gap, "relative": [g / b for g, b in zip(gap, mean_b)]}

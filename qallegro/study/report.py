@@ -14,6 +14,7 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 from qallegro.study.claims import LABELS, NOT_RUN, claim_rows, claims_markdown
+from qallegro.study.convergence import gap_along_curve
 from qallegro.study.layout import StudyLayout
 from qallegro.study.plan import BASELINE, FAMILIES, StudyPlan
 from qallegro.study.results import family_runs, load_runs, load_search, load_shots
@@ -121,6 +122,7 @@ def render(plan: StudyPlan, layout: StudyLayout, commands: Sequence[str], figure
                     f"load average {speed['load_average']:.1f}): " + ", ".join(
                         f"{f} {m:.3f} ms/structure" for f, m in speed["median_ms_per_structure"].items()) + ".", ""]
     out += _convergence_section(plan, all_runs)
+    out += _curve_section(plan, rows, runs_of)
     out += _search_section(plan, layout)
     out += _scale_section(plan, layout, all_runs, commands)
     out += _shots_section(plan, layout)
@@ -148,6 +150,38 @@ def _convergence_section(plan: StudyPlan, all_runs) -> List[str]:
         out += [f"- {r['stage']} {r['dataset']} {r['family']} seed {r['seed']}: {r['convergence']['reason']}"
                 for r in bad]
     return out + [""]
+
+
+def _curve_section(plan: StudyPlan, rows, runs_of) -> List[str]:
+    """For every accuracy claim with runs: the validation gap between its families at 50, 75 and 100 % of the
+    epochs, so that a verdict on unconverged runs can be read with its trend."""
+    lines = []
+    for row in rows:
+        claim = row["claim"]
+        if claim.kind == "speed" or row["verdict"] == NOT_RUN:
+            continue
+        metric = plan.datasets[claim.dataset].error_metric
+        g = gap_along_curve(runs_of(claim.dataset, claim.a), runs_of(claim.dataset, claim.b), f"val_{metric}")
+        if not g["gap"]:
+            continue
+        name, unit = LABELS[metric]
+        steps = " → ".join(f"{v:+.2f} ({100 * r:+.0f} %, epoch {e})"
+                           for v, r, e in zip(g["gap"], g["relative"], g["epochs"]))
+        a, b = abs(g["gap"][-2]), abs(g["gap"][-1])
+        trend = ("changed sign in the last quarter" if g["gap"][-2] * g["gap"][-1] < 0 else
+                 "narrowing" if b < 0.9 * a else "widening" if b > 1.1 * a else "steady (within 10 %)")
+        lines.append(f"| {claim.number} | {claim.a} − {claim.b} | {claim.dataset} | {steps} | {trend} | "
+                     f"{row['verdict']} |")
+    if not lines:
+        return []
+    return ["## The gaps along the training curves", "",
+            "Most final runs stopped before the convergence criterion was met, so each accuracy claim's verdict is "
+            "read with the trend of its gap: the best validation error so far, mean over seeds, of family A minus "
+            "family B at 50, 75 and 100 % of the epochs (`qallegro.study.convergence.gap_along_curve`; validation "
+            "split, so the test split stays with the final numbers). A gap that narrows in the last quarter may "
+            "close with more epochs; one that is steady or widening is less likely to.", "",
+            "| # | A − B | dataset | validation gap at 50 → 75 → 100 % of the epochs (relative to B) | last quarter "
+            "| verdict (test) |", "|---|---|---|---|---|---|"] + lines + [""]
 
 
 def _per_family(values: Dict[str, int]) -> str:
