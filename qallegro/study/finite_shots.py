@@ -61,7 +61,7 @@ def evaluate_shots(potential_path: str, structures: Sequence[Any], shots: Sequen
     Returns:
         {"exact_forces_mae", "n_frames", "repeats", "cell_atoms", "cell_edges", "circuits_per_md_step",
         "forces_estimate", "rows": [{"shots", "forces_mae_mean", "forces_mae_std", "forces_mae",
-        "forces_deviation_mean" (meV/Å, mean |F_shots - F_exact model| over components and draws),
+        "forces_deviation_mean" (meV/Å: ``mean |F_shots - F_exact|`` over components and draws, from the same model),
         "shots_per_md_step"}], "cost_note"}.
 
     Raises:
