@@ -16,9 +16,12 @@ samples. Derivatives with respect to the trainable weights stay exact (training 
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.custom_derivatives import SymbolicZero
 
 from .circuit import qdi_probabilities, z_expectations
 from .config import QDIConfig
@@ -50,9 +53,9 @@ def sample_expectations(config: QDIConfig, inputs, weights, shots: int, key: jax
 
     Values are shot-noise estimates. The derivative with respect to ``inputs`` is the parameter-shift estimate
     from ``2 * in_features`` further finite-shot circuits (module docstring), so forces carry the shot noise a
-    device's forces would; the derivative with respect to ``weights``, and every higher derivative, is that of
-    the exact expectation. Built from the exact, differentiable expectation plus constant noise terms:
-    ``exact + sg(estimate - exact) + sum_k (x_k - sg(x_k)) * sg(J_est[k] - J_exact[k])`` (``sg``: stop_gradient).
+    device's forces would; the derivative with respect to ``weights``, and the derivatives of these derivatives,
+    are those of the exact expectation (a custom JVP: the shifted circuits are simulated only when a derivative
+    with respect to the inputs is taken, so an energy alone costs one circuit).
 
     Args:
         config: circuit hyperparameters.
@@ -72,19 +75,44 @@ def sample_expectations(config: QDIConfig, inputs, weights, shots: int, key: jax
         raise ValueError(f"shots must be a positive integer (or None for exact), got {shots!r}")
     inputs = jnp.asarray(inputs)
     batch, f = inputs.shape[:-1], inputs.shape[-1]
-    x = inputs.reshape((-1, f))
-    probs = qdi_probabilities(config, x, weights, method=method)  # (B, dim), differentiable
-    exact = z_expectations(config, probs)  # (B, n_out)
-    value_noise = _estimates(config, key, jax.lax.stop_gradient(probs), shots) - jax.lax.stop_gradient(exact)
-    # the 2F shifted circuits of the parameter-shift rule, each estimated from its own `shots` samples
-    x_sg, w_sg = jax.lax.stop_gradient(x), jax.lax.stop_gradient(weights)
-    shifts = (jnp.pi / 2) * jnp.concatenate([jnp.eye(f), -jnp.eye(f)]).astype(x.dtype)  # (2F, F)
-    shifted = qdi_probabilities(config, x_sg[:, None, :] + shifts, w_sg, method=method).reshape((-1, config.dim))
-    shift_noise = (_estimates(config, jax.random.fold_in(key, 1), shifted, shots)
-                   - z_expectations(config, shifted)).reshape((x.shape[0], 2 * f, -1))
-    jac_noise = (shift_noise[:, :f] - shift_noise[:, f:]) / 2  # (B, F, n_out): shift-rule estimate minus exact
-    out = exact + value_noise + jnp.einsum("bf,bfo->bo", x - x_sg, jac_noise)
+    out = _sampled(config, shots, method, inputs.reshape((-1, f)), weights, key)
     return out.reshape(batch + (config.n_outputs,))
+
+
+def _exact(config: QDIConfig, method: str, x, weights) -> jax.Array:
+    return z_expectations(config, qdi_probabilities(config, x, weights, method=method))
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
+def _sampled(config: QDIConfig, shots: int, method: str, x, weights, key) -> jax.Array:
+    """``(B, n_out)`` estimates of the circuits at ``x`` ``(B, F)`` from ``shots`` measurements each."""
+    probs = qdi_probabilities(config, x, weights, method=method)
+    return _estimates(config, key, probs, shots)
+
+
+@functools.partial(_sampled.defjvp, symbolic_zeros=True)
+def _sampled_jvp(config: QDIConfig, shots: int, method: str, primals, tangents):
+    # The exact derivative, plus (for the input angles) the shot noise of the parameter-shift estimate; the
+    # 2F shifted circuits are simulated only here, when a derivative with respect to the inputs is taken.
+    x, weights, key = primals
+    x_dot, w_dot, _ = tangents
+    value = _sampled(config, shots, method, x, weights, key)
+    x_zero, w_zero = isinstance(x_dot, SymbolicZero), isinstance(w_dot, SymbolicZero)
+    if x_zero and w_zero:
+        return value, jnp.zeros_like(value)
+    x_dot = jnp.zeros_like(x) if x_zero else x_dot
+    w_dot = jnp.zeros_like(weights) if w_zero else w_dot
+    _, exact_dot = jax.jvp(functools.partial(_exact, config, method), (x, weights), (x_dot, w_dot))
+    if x_zero:
+        return value, exact_dot
+    f = x.shape[-1]
+    x_c, w_c = jax.lax.stop_gradient(x), jax.lax.stop_gradient(weights)
+    shifts = (jnp.pi / 2) * jnp.concatenate([jnp.eye(f), -jnp.eye(f)]).astype(x.dtype)  # (2F, F)
+    shifted = qdi_probabilities(config, x_c[:, None, :] + shifts, w_c, method=method).reshape((-1, config.dim))
+    noise = (_estimates(config, jax.random.fold_in(key, 1), shifted, shots)
+             - z_expectations(config, shifted)).reshape((x.shape[0], 2 * f, -1))
+    jac_noise = jax.lax.stop_gradient((noise[:, :f] - noise[:, f:]) / 2)  # (B, F, n_out): estimate minus exact
+    return value, exact_dot + jnp.einsum("bf,bfo->bo", x_dot, jac_noise)
 
 
 def _estimates(config: QDIConfig, key: jax.Array, probs: jax.Array, shots: int) -> jax.Array:
