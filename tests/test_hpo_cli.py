@@ -26,6 +26,7 @@ def test_hpo_command_study_resume_and_transfer(tmp_path, tiny_config, capsys, ja
         forces_mae, ms = t["values"]
         assert np.isfinite(forces_mae) and forces_mae > 0 and ms > 0
         assert t["epochs"] == 1 and t["validation"]["forces_mae"] == forces_mae
+        assert t["wall_minutes"] > t["train_minutes"] > 0  # the trial's wall time holds its training
     assert any(t["pareto"] for t in summary["trials"])
     assert np.all(np.diff(summary["hypervolume"]) >= 0)
     assert "Pareto-optimal configurations" in capsys.readouterr().out

@@ -49,6 +49,13 @@ def hypervolume_history(values: np.ndarray, reference: Sequence[float],
     return np.array([hypervolume(values[:k + 1], reference, feasible[:k + 1]) for k in range(len(values))])
 
 
+def _wall_minutes(trial) -> Optional[float]:
+    """Start to completion of a finished trial (its timing, compilation, training and evaluation), in minutes."""
+    if trial.datetime_start is None or trial.datetime_complete is None:
+        return None
+    return (trial.datetime_complete - trial.datetime_start).total_seconds() / 60.0
+
+
 def write_report(study: optuna.Study, out: str, command: str, source: Optional[str] = None,
                  objectives: Sequence[str] = OBJECTIVES) -> Dict[str, Any]:
     """Pareto plot, hypervolume history, Pareto table and JSON summary of `study` into `out`
@@ -101,7 +108,8 @@ def write_report(study: optuna.Study, out: str, command: str, source: Optional[s
     summary = {"study": study.study_name, "command": command, "objectives": list(objectives),
                "reference_point": reference.tolist(), "hypervolume": hv.tolist(),
                "trials": [{"number": t.number, "values": list(t.values), "params": t.params,
-                           "pareto": bool(on), **{k: v for k, v in t.user_attrs.items() if k != "dedupe"}}
+                           "pareto": bool(on), "wall_minutes": _wall_minutes(t),
+                           **{k: v for k, v in t.user_attrs.items() if k != "dedupe"}}
                           for t, on in zip(done, front)],
                "failed": [{"number": t.number, "params": t.params, "failure": t.user_attrs.get("failure")}
                           for t in failed],

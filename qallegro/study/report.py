@@ -236,13 +236,19 @@ def _scale_section(plan: StudyPlan, layout: StudyLayout, all_runs, commands) -> 
                    f"{model.get('l_max')}, {model.get('num_layers')} layers, {model.get('num_tensor_features')} tensor "
                    f"features, latent {model.get('latent_mlp')} | {plan.hpo.trial_epochs[name]} | "
                    f"{plan.compare.epochs[name]} | {plan.compare.seeds} |")
-    trial_minutes = 0.0
-    n_trials = 0
+    trial_minutes, trial_wall, n_trials, n_wall = 0.0, 0.0, 0, 0
     for dataset, family in plan.hpo.pairs():
         s = load_search(layout, dataset, family)
         for t in (s or {}).get("trials", []):
             trial_minutes += float(t.get("train_minutes") or 0.0)
             n_trials += 1
+            if t.get("wall_minutes") is not None:
+                trial_wall, n_wall = trial_wall + float(t["wall_minutes"]), n_wall + 1
+    wall_note = ""
+    if n_wall:
+        of = "" if n_wall == n_trials else f" of {n_wall} of them"
+        wall_note = (f" ({trial_wall / 60:.2f} h of wall time{of} from start to completion: timing, compilation, "
+                     "training and evaluation, on a machine shared with other jobs)")
     final_minutes = sum(float(r.get("train_minutes") or 0.0) for r in all_runs)
     wall = sum(float(r.get("session_wall_minutes") or 0.0) for r in all_runs)
     machines = sorted({f"{r['machine'].get('node')} ({r['machine'].get('cpus')} CPUs, {r['machine'].get('platform')})"
@@ -251,7 +257,7 @@ def _scale_section(plan: StudyPlan, layout: StudyLayout, all_runs, commands) -> 
     out += ["", f"Machine: {', '.join(machines) if machines else NOT_RUN}"
             + (f"; load average at the end of the runs {min(loads):.1f}–{max(loads):.1f}" if loads else "") + ".",
             "",
-            f"Compute: {trial_minutes / 60:.2f} h of training in {n_trials} search trials and "
+            f"Compute: {trial_minutes / 60:.2f} h of training in {n_trials} search trials{wall_note} and "
             f"{final_minutes / 60:.2f} h in {len(all_runs)} final runs (training time over all sessions; the final "
             f"runs' last sessions took {wall / 60:.2f} h of wall time including data preparation, compilation and "
             "evaluation).", "",
