@@ -27,7 +27,7 @@ import numpy as np
 
 #: How the forces' circuit derivatives are estimated; a results file without it (from before the shift-rule
 #: estimates: noise-free derivatives) is evaluated again.
-FORCES_ESTIMATE = "parameter-shift rule, each shifted circuit estimated from the same shots"
+FORCES_ESTIMATE = "parameter-shift rule; each shifted circuit sampled with its own `shots` measurements"
 
 
 def circuits_per_md_step(model_config: Dict[str, Any], n_edges: int) -> int:
@@ -147,7 +147,7 @@ def run_shots(plan, layout, log: Callable[[str], None] = print):
         if done.get("source_epochs") == source_epochs and done.get("forces_estimate") == FORCES_ESTIMATE:
             return None
         why = (f"the final model was extended to {source_epochs} epochs since"
-               if done.get("source_epochs") != source_epochs else "its forces had noise-free circuit derivatives")
+               if done.get("source_epochs") != source_epochs else "another estimate of the forces' circuit derivatives")
         log(f"shots: evaluated again ({why})")
     cfg = run_config(plan, spec.dataset, spec.family, {})
     _, _, test = load_splits(DatasetConfig.from_dict(cfg["dataset"]), 0)
