@@ -10,7 +10,7 @@ from scipy.spatial.transform import Rotation
 
 from qallegro.data.graphs import batch_and_pad, structure_to_graph
 from qallegro.data.structure import make_structure
-from qallegro.potential import energy_forces_stress
+from qallegro.potential.graph import graph_energies
 
 SPECIES = [1, 6, 8]
 REFERENCE = "nequip-allegro-0.8"
@@ -60,16 +60,18 @@ def test_qdi_with_shots_is_stochastic_and_exact_is_not():
     exact_model, params = small_model(SPECIES, dtype=jnp.float32, family="allegro-qdi", n_qubits=2, qdi_depth=2)
     shots_model, _ = small_model(SPECIES, dtype=jnp.float32, family="allegro-qdi", n_qubits=2, qdi_depth=2,
                                  shots=50)
-    run = jax.jit(energy_forces_stress, static_argnums=(0, 3))
-    e_exact = [float(run(exact_model, params, graph, False)["energy"][0]) for _ in range(2)]
+    # energies only: forces with shots (the parameter-shift circuits) are tests/test_study_shots.py's
+    run = jax.jit(lambda model, p, g, rng=None: graph_energies(model, p, g.nodes["positions"], g, rng=rng),
+                  static_argnums=(0,))
+    e_exact = [float(run(exact_model, params, graph)[0]) for _ in range(2)]
     assert e_exact[0] == e_exact[1]
     keys = jax.random.split(jax.random.PRNGKey(0), 3)
-    e_shots = [float(run(shots_model, params, graph, False, k)["energy"][0]) for k in keys]
+    e_shots = [float(run(shots_model, params, graph, k)[0]) for k in keys]
     assert len(set(e_shots)) == 3  # different keys, different samples
     assert max(abs(e - e_exact[0]) for e in e_shots) < 5.0  # estimates scatter around the exact energy
     many = jax.random.split(jax.random.PRNGKey(1), 40)
-    mean = np.mean([float(run(shots_model, params, graph, False, k)["energy"][0]) for k in many])
+    mean = np.mean([float(run(shots_model, params, graph, k)[0]) for k in many])
     spread = np.std(e_shots + [mean])
     assert abs(mean - e_exact[0]) < abs(e_shots[0] - e_exact[0]) + 3 * spread
     with pytest.raises(Exception, match="shots"):
-        run(shots_model, params, graph, False)  # no key: a clear error, not a silent exact run
+        run(shots_model, params, graph)  # no key: a clear error, not a silent exact run
